@@ -1,0 +1,1 @@
+"""Datasets: synthetic generators in the standard layouts, and sample loaders."""

@@ -1,0 +1,71 @@
+"""Evaluating a loss graph on tensors, and the two ways of reducing it to a scalar."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .graph import LossGraph
+from .ops import OPS
+
+
+class CompiledGraph:
+    """A loss graph turned into a straight-line program over torch tensors.
+
+    Constant-only sub-expressions are computed once, on the first call's device and dtype.
+    Calling it returns the elementwise loss map, broadcast to the shape of the inputs.
+    """
+
+    def __init__(self, graph: LossGraph) -> None:
+        self.graph = graph
+        self._program = []
+        for node in graph.nodes:
+            if node.op in ("input", "const"):
+                self._program.append((node.op, node.leaf, ()))
+            elif OPS[node.op].spatial:
+                self._program.append(("spatial", OPS[node.op].fn, node.args))
+            else:
+                self._program.append((node.op, OPS[node.op].fn, node.args))
+        self.inputs = graph.inputs
+
+    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        values: list[torch.Tensor] = []
+        ref = next(iter(inputs.values()))
+        for kind, payload, args in self._program:
+            if kind == "input":
+                try:
+                    values.append(inputs[payload])  # type: ignore[index]
+                except KeyError:
+                    raise KeyError(f"graph {self.graph.text!r} needs input {payload!r}, "
+                                   f"given {sorted(inputs)}") from None
+            elif kind == "const":
+                values.append(torch.tensor(payload, dtype=ref.dtype, device=ref.device))
+            elif kind == "spatial":
+                # A constant-only argument is a 0-d tensor; pooling and reductions need the
+                # (N, C, H, W) layout, so broadcast it to the input shape first.
+                (x,) = (values[a] for a in args)
+                values.append(payload(x if x.shape == ref.shape else x.expand(ref.shape)))
+            else:
+                values.append(payload(*(values[a] for a in args)))  # type: ignore[operator]
+        out = values[-1]
+        if out.shape != ref.shape:
+            out = out.expand(ref.shape)
+        return out
+
+
+def training_reduce(loss_map: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Training aggregation: sum over C, mean over N*H*W (as cross-entropy does).
+
+    ``weight`` (N, H, W), if given, masks or weights positions (e.g. ignored pixels get 0); the
+    mean is then taken over the weight's sum.
+    """
+    per_position = loss_map.sum(dim=1)
+    if weight is None:
+        return per_position.mean()
+    return (per_position * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def rejection_reduce(loss_map: torch.Tensor) -> torch.Tensor:
+    """Rejection-protocol aggregation: a plain sum with no normalisation (seed, appendix A)."""
+    return loss_map.sum()

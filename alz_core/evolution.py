@@ -1,0 +1,216 @@
+"""Regularised (aging) evolution over multi-branch loss candidates (seed, appendix A).
+
+The pieces are pure functions of an explicit generator so that the database-backed workers and
+the in-memory :func:`run_evolution` share them: :func:`tournament_select` picks a parent,
+:func:`initial_candidate` and :func:`child_candidate` produce candidates whose every branch
+passed the rejection protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import EvolutionConfig, SearchSpaceConfig
+from .graph import BranchKind, LossGraph
+from .mutation import MutationKind, mutate, random_graph
+from .rejection import RejectionResult
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One loss graph per branch of the task, in the task's branch order."""
+
+    branches: tuple[tuple[str, LossGraph], ...]
+
+    @classmethod
+    def of(cls, graphs: Mapping[str, LossGraph] | LossGraph, branch: str = "seg") -> Candidate:
+        if isinstance(graphs, LossGraph):
+            return cls(((branch, graphs),))
+        return cls(tuple(graphs.items()))
+
+    @property
+    def graphs(self) -> dict[str, LossGraph]:
+        return dict(self.branches)
+
+    @property
+    def text(self) -> str:
+        """One branch: its formula; several: ``name: formula; name: formula``."""
+        if len(self.branches) == 1:
+            return self.branches[0][1].text
+        return "; ".join(f"{n}: {g.text}" for n, g in self.branches)
+
+    def to_json(self) -> dict[str, Any]:
+        return {n: g.to_json() for n, g in self.branches}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> Candidate:
+        if isinstance(data, str):
+            data = json.loads(data)
+        return cls(tuple((n, LossGraph.from_json(g)) for n, g in data.items()))
+
+    def with_branch(self, name: str, graph: LossGraph) -> Candidate:
+        return Candidate(tuple((n, graph if n == name else g) for n, g in self.branches))
+
+
+@dataclass(frozen=True)
+class Individual:
+    """An evaluated member of the population."""
+
+    id: int
+    candidate: Candidate
+    fitness: float | None  # None: training diverged (ranks below everything)
+    parent_id: int | None = None
+    mutation: MutationKind = MutationKind.INIT
+    generation: int = 0
+    fingerprint: str | None = None
+    equivalent_to: int | None = None  # id of the evaluated representative, if reused
+
+
+def _rank(fitness: float | None) -> float:
+    return -np.inf if fitness is None else fitness
+
+
+def tournament_select(population: Sequence[Individual], rng: np.random.Generator,
+                      fraction: float) -> Individual:
+    """Best of ``max(1, round(fraction * len))`` members drawn without replacement.
+
+    Ties go to the most recent member (younger individuals carry the newer genes in aging
+    evolution).
+    """
+    if not population:
+        raise ValueError("tournament over an empty population")
+    size = min(len(population), max(1, int(round(fraction * len(population)))))
+    picks = sorted(rng.choice(len(population), size=size, replace=False).tolist())
+    best = max(picks, key=lambda i: (_rank(population[i].fitness), i))
+    return population[best]
+
+
+RejectFn = Callable[[str, LossGraph], RejectionResult]
+
+
+@dataclass
+class Attempts:
+    """Every rejection result met while producing one candidate (for storage and statistics)."""
+
+    results: list[tuple[str, LossGraph, RejectionResult]] = field(default_factory=list)
+
+    def record(self, branch: str, graph: LossGraph, result: RejectionResult) -> None:
+        self.results.append((branch, graph, result))
+
+
+class SearchExhausted(RuntimeError):
+    """No graph passing the rejection protocol was found within the configured tries."""
+
+
+def _until_accepted(make: Callable[[], LossGraph], branch: str, reject: RejectFn,
+                    attempts: Attempts, max_tries: int) -> LossGraph:
+    for _ in range(max_tries):
+        graph = make()
+        result = reject(branch, graph)
+        attempts.record(branch, graph, result)
+        if result.accepted:
+            return graph
+    raise SearchExhausted(f"branch {branch!r}: no graph passed the rejection protocol in "
+                          f"{max_tries} tries")
+
+
+def initial_candidate(branches: Mapping[str, BranchKind], rng: np.random.Generator,
+                      reject: RejectFn, space: SearchSpaceConfig, evo: EvolutionConfig,
+                      ) -> tuple[Candidate, Attempts]:
+    """A random candidate: each branch drawn at depth D until it passes rejection."""
+    attempts = Attempts()
+    graphs = {
+        name: _until_accepted(lambda kind=kind: random_graph(rng, kind, space), name, reject,
+                              attempts, evo.max_mutation_tries)
+        for name, kind in branches.items()
+    }
+    return Candidate.of(graphs), attempts
+
+
+def child_candidate(parent: Candidate, branches: Mapping[str, BranchKind],
+                    rng: np.random.Generator, reject: RejectFn, space: SearchSpaceConfig,
+                    evo: EvolutionConfig) -> tuple[Candidate, MutationKind, Attempts]:
+    """A mutation of ``parent``: every branch is mutated, each until it passes rejection.
+
+    The returned kind is the mutation of the last accepted attempt of the first branch (for a
+    single-branch task, simply the mutation that made the child).
+    """
+    attempts = Attempts()
+    w = evo.mutation_weights
+    weights = (w.insert, w.delete, w.replace, w.reinit)
+    graphs: dict[str, LossGraph] = {}
+    kind_of_first: MutationKind | None = None
+    for name, kind in branches.items():
+        last: list[MutationKind] = []
+
+        def make(name=name, kind=kind, last=last) -> LossGraph:
+            child, mk = mutate(parent.graphs[name], rng, kind, space, weights)
+            last.append(mk)
+            return child
+
+        graphs[name] = _until_accepted(make, name, reject, attempts, evo.max_mutation_tries)
+        if kind_of_first is None:
+            kind_of_first = last[-1]
+    assert kind_of_first is not None
+    return Candidate.of(graphs), kind_of_first, attempts
+
+
+@dataclass
+class SearchEvent:
+    """What :func:`run_evolution` reports after each new individual."""
+
+    individual: Individual
+    attempts: Attempts
+    evaluations: int  # proxy evaluations used so far
+    reused: bool  # fitness taken from an equivalent evaluated loss
+
+
+def run_evolution(branches: Mapping[str, BranchKind], rng: np.random.Generator,
+                  reject: RejectFn, fingerprint: Callable[[Candidate], str | None],
+                  evaluate: Callable[[Candidate], float | None],
+                  evo: EvolutionConfig | None = None, space: SearchSpaceConfig | None = None,
+                  on_event: Callable[[SearchEvent], None] | None = None,
+                  use_equivalence: bool = True) -> list[Individual]:
+    """A whole search in one process, without a database (the reference semantics).
+
+    Stops when ``evo.budget`` proxy evaluations are done. A child whose gradient fingerprint
+    equals an evaluated loss's joins the population with that loss's fitness and uses no budget.
+    Returns every individual in creation order.
+    """
+    evo = evo or EvolutionConfig()
+    space = space or SearchSpaceConfig()
+    population: deque[Individual] = deque(maxlen=evo.population_size)
+    history: list[Individual] = []
+    evaluated: dict[str, Individual] = {}
+    evaluations = 0
+    while evaluations < evo.budget:
+        if len(history) < evo.initial_population:
+            cand, attempts = initial_candidate(branches, rng, reject, space, evo)
+            parent, mk, gen = None, MutationKind.INIT, 0
+        else:
+            parent = tournament_select(list(population), rng, evo.tournament_fraction)
+            cand, mk, attempts = child_candidate(parent.candidate, branches, rng, reject, space,
+                                                 evo)
+            gen = parent.generation + 1
+        fp = fingerprint(cand)
+        rep = evaluated.get(fp) if (use_equivalence and fp is not None) else None
+        if rep is not None:
+            fitness, equivalent_to, reused = rep.fitness, rep.id, True
+        else:
+            fitness, equivalent_to, reused = evaluate(cand), None, False
+            evaluations += 1
+        ind = Individual(len(history), cand, fitness, parent.id if parent else None, mk, gen,
+                         fp, equivalent_to)
+        if not reused and fp is not None:
+            evaluated[fp] = ind
+        history.append(ind)
+        population.append(ind)
+        if on_event:
+            on_event(SearchEvent(ind, attempts, evaluations, reused))
+    return history

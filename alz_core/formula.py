@@ -1,0 +1,299 @@
+"""Formula text: a real parser (no ``eval``) and the canonical printer.
+
+Grammar (lowest to highest precedence)::
+
+    expr    := term (('+' | '-') term)*
+    term    := unary (('*' | '/') unary)*
+    unary   := '-' unary | power
+    power   := primary ('^' exponent)?          exponent: an integer (optionally signed) or 0.5
+    primary := NUMBER | INPUT | NAME '(' expr (',' expr)* ')' | '(' expr ')'
+
+Lowering: ``a - b`` is ``add(a, neg(b))``, ``a / b`` is ``mul(a, inv(b))``, ``x^2`` is
+``square(x)``, ``x^n`` for another integer n is built from ``square`` and ``mul`` (``x^-n`` is
+``inv(x^n)``), ``x^0.5`` is ``sqrt(x)``. A minus sign written directly before a number literal
+makes a negative constant (``-0.5*x``); ``-(1)`` is ``neg`` of the constant 1. Every operator
+name can also be called as a function (``add(a, b)``, ``square(x)``, ``mean_c(yhat)``).
+
+Inputs: ``yhat`` (prediction), ``y`` (target), and for box regression ``i``, ``u``, ``e``
+(intersection, union, enclosing area). ``e`` is the enclosing area, not Euler's number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .graph import INPUT_NAMES, Expr, LossGraph
+from .ops import OPS
+
+#: Deepest nesting of parentheses, function calls and unary minus signs the parser accepts.
+MAX_NESTING = 100
+
+
+class FormulaError(ValueError):
+    """Formula text that cannot be parsed; names the position and what was expected."""
+
+    def __init__(self, text: str, position: int, message: str) -> None:
+        self.text = text
+        self.position = position
+        self.message = message
+        super().__init__(f"formula error at position {position}: {message}")
+
+    def pretty(self) -> str:
+        """The message with the formula and a caret under the position."""
+        return f"{self}\n  {self.text}\n  {' ' * self.position}^"
+
+
+_TOKEN = re.compile(
+    r"\s*(?:"
+    r"(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
+    r"|(?P<sym>[-+*/^(),])"
+    r")"
+)
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # number | name | sym | end
+    text: str
+    pos: int
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            bad = len(text) - len(text[pos:].lstrip())
+            raise FormulaError(text, bad, f"unexpected character {text[bad]!r}")
+        kind = m.lastgroup
+        assert kind is not None
+        start = m.start(kind)
+        toks.append(_Tok(kind, m.group(kind), start))
+        pos = m.end()
+    toks.append(_Tok("end", "", len(text)))
+    return toks
+
+
+def _describe(tok: _Tok) -> str:
+    return "end of formula" if tok.kind == "end" else repr(tok.text)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = _tokenize(text)
+        self.i = 0
+        self.nesting = 0
+
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def error(self, expected: str, tok: _Tok | None = None) -> FormulaError:
+        tok = tok or self.tok
+        return FormulaError(self.text, tok.pos, f"expected {expected}, found {_describe(tok)}")
+
+    def take(self, sym: str) -> bool:
+        if self.tok.kind == "sym" and self.tok.text == sym:
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, sym: str, what: str | None = None) -> None:
+        if not self.take(sym):
+            raise self.error(what or repr(sym))
+
+    def parse(self) -> Expr:
+        if self.tok.kind == "end":
+            raise self.error("a formula")
+        e = self.expr()
+        if self.tok.kind != "end":
+            raise self.error("an operator (+ - * / ^) or end of formula")
+        return e
+
+    def expr(self) -> Expr:
+        e = self.term()
+        while True:
+            if self.take("+"):
+                e = Expr.apply("add", e, self.term())
+            elif self.take("-"):
+                e = Expr.apply("add", e, Expr.apply("neg", self.term()))
+            else:
+                return e
+
+    def term(self) -> Expr:
+        e = self.unary()
+        while True:
+            if self.take("*"):
+                e = Expr.apply("mul", e, self.unary())
+            elif self.take("/"):
+                e = Expr.apply("mul", e, Expr.apply("inv", self.unary()))
+            else:
+                return e
+
+    def unary(self) -> Expr:
+        # Every nesting ('(', a function argument, a unary minus) passes through here; bound it
+        # so deep text raises FormulaError instead of exhausting Python's recursion limit.
+        if self.nesting >= MAX_NESTING:
+            raise FormulaError(self.text, self.tok.pos,
+                               f"expected at most {MAX_NESTING} levels of nesting")
+        self.nesting += 1
+        try:
+            return self._unary()
+        finally:
+            self.nesting -= 1
+
+    def _unary(self) -> Expr:
+        if self.take("-"):
+            # A minus directly before a number literal (and no power) is a negative constant.
+            tok = self.tok
+            if tok.kind == "number":
+                nxt = self.toks[self.i + 1]
+                if not (nxt.kind == "sym" and nxt.text == "^"):
+                    self.i += 1
+                    return Expr.const(-self._number(tok))
+            return Expr.apply("neg", self.unary())
+        if self.tok.kind == "sym" and self.tok.text == "+":
+            raise self.error("an operand (a unary '+' is not part of the syntax)")
+        return self.power()
+
+    def power(self) -> Expr:
+        base = self.primary()
+        if not self.take("^"):
+            return base
+        sign = -1 if self.take("-") else 1
+        tok = self.tok
+        if tok.kind != "number":
+            raise self.error("a number exponent (integer or 0.5)")
+        self.i += 1
+        value = sign * self._number(tok)
+        if value == 0.5:
+            return Expr.apply("sqrt", base)
+        if not float(value).is_integer() or value == 0 or abs(value) > 16:
+            raise FormulaError(self.text, tok.pos,
+                               f"expected an integer exponent between -16 and 16 (not 0) "
+                               f"or 0.5, found {value:g}")
+        n = int(abs(value))
+        e = _int_power(base, n)
+        return Expr.apply("inv", e) if value < 0 else e
+
+    def primary(self) -> Expr:
+        tok = self.tok
+        if tok.kind == "number":
+            self.i += 1
+            return Expr.const(self._number(tok))
+        if tok.kind == "name":
+            self.i += 1
+            name = tok.text
+            if name in INPUT_NAMES:
+                if self.tok.kind == "sym" and self.tok.text == "(":
+                    raise self.error(f"an operator after input {name!r} (it is not a function)")
+                return Expr.input(name)
+            spec = OPS.get(name)
+            if spec is None:
+                raise FormulaError(
+                    self.text, tok.pos,
+                    f"unknown name {name!r}; expected an input ({', '.join(INPUT_NAMES)}) "
+                    f"or an operator ({', '.join(OPS)})")
+            self.expect("(", f"'(' after operator {name!r}")
+            args = [self.expr()]
+            while self.take(","):
+                args.append(self.expr())
+            if len(args) != spec.arity:
+                raise FormulaError(self.text, tok.pos,
+                                   f"operator {name!r} takes {spec.arity} argument(s), "
+                                   f"found {len(args)}")
+            self.expect(")", "')' or ','" if spec.arity > len(args) else "')'")
+            return Expr(name, tuple(args))
+        if self.take("("):
+            e = self.expr()
+            self.expect(")", "')'")
+            return e
+        raise self.error("a number, an input, a function or '('")
+
+    def _number(self, tok: _Tok) -> float:
+        value = float(tok.text)
+        if not math.isfinite(value):
+            raise FormulaError(self.text, tok.pos, f"expected a finite number, found {tok.text}")
+        return value
+
+
+def _int_power(base: Expr, n: int) -> Expr:
+    if n == 1:
+        return base
+    if n % 2 == 0:
+        return Expr.apply("square", _int_power(base, n // 2))
+    return Expr.apply("mul", _int_power(base, n - 1), base)
+
+
+def parse_expr(text: str) -> Expr:
+    """Parse formula text into an expression tree; raise :class:`FormulaError` on bad text."""
+    if not isinstance(text, str):
+        raise TypeError(f"formula text must be a str, got {type(text).__name__}")
+    return _Parser(text).parse()
+
+
+def parse_formula(text: str) -> LossGraph:
+    """Parse formula text into a :class:`LossGraph`; raise :class:`FormulaError` on bad text."""
+    return LossGraph.from_expr(parse_expr(text))
+
+
+# --- printing ---------------------------------------------------------------------------------
+# Precedence levels of printed forms: sum 1, product 2, unary minus 3, power 4, atom 5.
+
+
+def format_number(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _fmt(e: Expr) -> tuple[str, int]:
+    op = e.op
+    if op == "input":
+        return str(e.leaf), 5
+    if op == "const":
+        v = float(e.leaf)  # type: ignore[arg-type]
+        # A negative literal reads as unary minus applied to a number (level 3).
+        return format_number(v), (3 if v < 0 or str(format_number(v)).startswith("-") else 5)
+    if op == "add":
+        a, b = e.args
+        left = _wrap(a, 1)
+        if b.op == "neg":
+            return f"{left} - {_wrap(b.args[0], 2)}", 1
+        if b.op == "const" and float(b.leaf) < 0:  # type: ignore[arg-type]
+            # "a - 0.5" parses to add(a, neg(0.5)); keep the negative constant explicit.
+            return f"{left} + {format_number(float(b.leaf))}", 1  # type: ignore[arg-type]
+        return f"{left} + {_wrap(b, 2)}", 1
+    if op == "mul":
+        a, b = e.args
+        left = _wrap(a, 2)
+        if b.op == "inv":
+            return f"{left}/{_wrap(b.args[0], 3, parens_for_unary=True)}", 2
+        return f"{left}*{_wrap(b, 3, parens_for_unary=True)}", 2
+    if op == "neg":
+        (a,) = e.args
+        if a.op == "const":
+            return f"-({_fmt(a)[0]})", 3
+        return f"-{_wrap(a, 3)}", 3
+    if op == "square":
+        return f"{_wrap(e.args[0], 5)}^2", 4
+    return f"{op}({', '.join(_fmt(a)[0] for a in e.args)})", 5
+
+
+def _wrap(e: Expr, min_level: int, parens_for_unary: bool = False) -> str:
+    text, level = _fmt(e)
+    if level < min_level or (parens_for_unary and level == 3):
+        return f"({text})"
+    return text
+
+
+def format_expr(e: Expr) -> str:
+    """The canonical text of an expression tree (parses back to the same tree)."""
+    return _fmt(e)[0]

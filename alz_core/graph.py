@@ -1,0 +1,274 @@
+"""Loss graphs: immutable DAGs of primitive operators over inputs and constants.
+
+A :class:`LossGraph` is frozen data. Its nodes are stored in a canonical order (post-order from
+the output, arguments left to right, identical sub-expressions shared), so two graphs that denote
+the same expression tree are equal, hash equally and serialise identically. The last node is the
+output.
+
+Mutation works on the *expression tree* view (:class:`Expr`), in which a shared node appears once
+per use; :meth:`LossGraph.from_expr` folds the tree back into the canonical DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+from .ops import OPS
+
+
+class BranchKind(str, Enum):
+    """What a loss branch sees as inputs (DESIGN.md section 3)."""
+
+    DENSE = "dense"  # yhat softmax probabilities, y one-hot target, (N, C, H, W)
+    BOX = "box"  # i, u, e: intersection, union, enclosing area, (N, 1, 1, 1)
+    HEATMAP = "heatmap"  # yhat predicted heatmap, y target heatmap, (N, K, H, W)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("i", "u", "e") if self is BranchKind.BOX else ("yhat", "y")
+
+    @property
+    def prediction_inputs(self) -> tuple[str, ...]:
+        """Inputs that carry the prediction (all three box areas involve the predicted box)."""
+        return ("i", "u", "e") if self is BranchKind.BOX else ("yhat",)
+
+    @property
+    def target_inputs(self) -> tuple[str, ...]:
+        """Inputs that carry the target (all three box areas involve the target box)."""
+        return ("i", "u", "e") if self is BranchKind.BOX else ("y",)
+
+
+#: Every input name the formula language knows.
+INPUT_NAMES: tuple[str, ...] = ("yhat", "y", "i", "u", "e")
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An expression tree node: an operator applied to sub-trees, an input or a constant.
+
+    ``op`` is an operator name from :data:`alz_core.ops.OPS`, ``"input"`` (``leaf`` holds the
+    input name) or ``"const"`` (``leaf`` holds the float value).
+    """
+
+    op: str
+    args: tuple[Expr, ...] = ()
+    leaf: str | float | None = None
+
+    @staticmethod
+    def input(name: str) -> Expr:
+        return Expr("input", (), name)
+
+    @staticmethod
+    def const(value: float) -> Expr:
+        # + 0.0 turns -0.0 into 0.0: the two are equal, so they must also serialise (and hash)
+        # identically.
+        return Expr("const", (), float(value) + 0.0)
+
+    @staticmethod
+    def apply(op: str, *args: Expr) -> Expr:
+        return Expr(op, tuple(args))
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op in ("input", "const")
+
+    def size(self) -> int:
+        """Number of operator nodes in the tree (shared sub-trees counted per use)."""
+        return 0 if self.is_leaf else 1 + sum(a.size() for a in self.args)
+
+    def depth(self) -> int:
+        """Operator levels on the longest root-to-leaf path; a leaf has depth 0."""
+        return 0 if self.is_leaf else 1 + max(a.depth() for a in self.args)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of a :class:`LossGraph`; ``args`` are indices of earlier nodes."""
+
+    op: str
+    args: tuple[int, ...] = ()
+    leaf: str | float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.op == "input":
+            return {"op": "input", "name": self.leaf}
+        if self.op == "const":
+            return {"op": "const", "value": self.leaf}
+        return {"op": self.op, "args": list(self.args)}
+
+
+class GraphError(ValueError):
+    """A graph is malformed (unknown operator, wrong arity, bad index, unknown input)."""
+
+
+def _check_node(i: int, node: Node) -> None:
+    if node.op == "input":
+        if node.leaf not in INPUT_NAMES:
+            raise GraphError(
+                f"node {i}: unknown input {node.leaf!r}; expected one of {INPUT_NAMES}")
+        if node.args:
+            raise GraphError(f"node {i}: an input takes no arguments, got {node.args}")
+    elif node.op == "const":
+        if not isinstance(node.leaf, (int, float)) or not math.isfinite(node.leaf):
+            raise GraphError(f"node {i}: a constant needs a finite number, got {node.leaf!r}")
+        if node.args:
+            raise GraphError(f"node {i}: a constant takes no arguments, got {node.args}")
+    else:
+        spec = OPS.get(node.op)
+        if spec is None:
+            raise GraphError(f"node {i}: unknown operator {node.op!r}; known: {', '.join(OPS)}")
+        if len(node.args) != spec.arity:
+            raise GraphError(
+                f"node {i}: {node.op} takes {spec.arity} argument(s), got {len(node.args)}")
+        for a in node.args:
+            if not (isinstance(a, int) and 0 <= a < i):
+                raise GraphError(f"node {i}: argument index {a!r} must refer to an earlier node")
+
+
+@dataclass(frozen=True)
+class LossGraph:
+    """A loss function as a canonical DAG. Build one from nodes, an :class:`Expr` or text.
+
+    Equality and hashing are structural: they compare the canonical node tuple.
+    """
+
+    nodes: tuple[Node, ...]
+    _expr: Expr | None = field(default=None, compare=False, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        nodes = tuple(self.nodes)
+        if not nodes:
+            raise GraphError("a loss graph needs at least one node")
+        for i, node in enumerate(nodes):
+            _check_node(i, node)
+        # Re-derive the canonical node order from the output: equal trees give equal tuples.
+        expr = _to_expr(nodes, len(nodes) - 1, {})
+        object.__setattr__(self, "nodes", _canonical_nodes(expr))
+        object.__setattr__(self, "_expr", expr)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_expr(cls, expr: Expr) -> LossGraph:
+        return cls(_canonical_nodes(expr))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str) -> LossGraph:
+        """Inverse of :meth:`to_json` (accepts the dict or its JSON text)."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        try:
+            raw = data["nodes"]
+            nodes = []
+            for n in raw:
+                if n["op"] == "input":
+                    nodes.append(Node("input", (), n["name"]))
+                elif n["op"] == "const":
+                    nodes.append(Node("const", (), float(n["value"])))
+                else:
+                    nodes.append(Node(n["op"], tuple(n["args"])))
+        except (KeyError, TypeError) as exc:
+            raise GraphError(f"not a loss-graph JSON object: {exc!r}") from None
+        return cls(tuple(nodes))
+
+    @classmethod
+    def parse(cls, text: str) -> LossGraph:
+        """Parse infix formula text (see :mod:`alz_core.formula`)."""
+        from .formula import parse_formula
+
+        return parse_formula(text)
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def expr(self) -> Expr:
+        assert self._expr is not None
+        return self._expr
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nodes": [n.to_json() for n in self.nodes]}
+
+    @cached_property
+    def text(self) -> str:
+        """The canonical formula text; ``LossGraph.parse(g.text) == g``."""
+        from .formula import format_expr
+
+        return format_expr(self.expr)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def structural_hash(self) -> str:
+        """A stable hex digest of the canonical structure (for storage and de-duplication)."""
+        payload = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Names of the inputs the output depends on."""
+        return frozenset(n.leaf for n in self.nodes if n.op == "input")  # type: ignore[misc]
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return tuple(n.op for n in self.nodes if n.op not in ("input", "const"))
+
+    @property
+    def size(self) -> int:
+        """Number of operator nodes in the DAG (shared nodes counted once)."""
+        return len(self.ops)
+
+    @cached_property
+    def depth(self) -> int:
+        depth: list[int] = []
+        for n in self.nodes:
+            depth.append(0 if not n.args else 1 + max(depth[a] for a in n.args))
+        return depth[-1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"nodes": self.nodes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "nodes", state["nodes"])
+        object.__setattr__(self, "_expr", _to_expr(self.nodes, len(self.nodes) - 1, {}))
+
+
+def _to_expr(nodes: tuple[Node, ...], i: int, memo: dict[int, Expr]) -> Expr:
+    if i in memo:
+        return memo[i]
+    n = nodes[i]
+    if n.op == "const":
+        e = Expr.const(float(n.leaf))  # type: ignore[arg-type]
+    elif n.op == "input":
+        e = Expr.input(str(n.leaf))
+    else:
+        e = Expr(n.op, tuple(_to_expr(nodes, a, memo) for a in n.args))
+    memo[i] = e
+    return e
+
+
+def _canonical_nodes(expr: Expr) -> tuple[Node, ...]:
+    out: list[Node] = []
+    index: dict[Node, int] = {}
+
+    def visit(e: Expr) -> int:
+        if e.op == "input":
+            node = Node("input", (), e.leaf)
+        elif e.op == "const":
+            node = Node("const", (), float(e.leaf))  # type: ignore[arg-type]
+        else:
+            node = Node(e.op, tuple(visit(a) for a in e.args))
+        if node not in index:
+            index[node] = len(out)
+            out.append(node)
+        return index[node]
+
+    visit(expr)
+    # The output must be last: move it there if it was first seen earlier (it never is, as
+    # post-order appends a node after its arguments, but keep the invariant explicit).
+    assert index[out[-1]] == len(out) - 1
+    return tuple(out)

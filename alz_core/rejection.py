@@ -1,0 +1,309 @@
+"""The loss-rejection protocol (seed, section 3.3 and appendix A; DESIGN.md section 5).
+
+For B training samples the predictions are free parameters (logits; softmax gives ``yhat``),
+started near-uniform, and the candidate loss (plain-sum aggregation) is minimised with SGD
+(momentum 0.9, lr 0.001, no weight decay) for 500 iterations. The rejection score g(L; xi) is the
+target metric of the optimised predictions; a loss with g < eta is rejected.
+
+Two implementations share one definition of the verdict:
+
+* :func:`check_plain` is the reference: a plain PyTorch loop (``torch.optim.SGD`` on the logits,
+  autograd, every iteration run), the way published re-implementations do it.
+* :func:`check` is the engine. It computes the same SGD trajectory (the same update formula as
+  ``torch.optim.SGD``) and stops early only when the rest of the run cannot change the verdict:
+
+  - the loss or its gradient is non-finite (the verdict is ``non_finite`` whatever follows);
+  - the gradient w.r.t. the logits is exactly zero at the start (SGD never moves, so the final
+    metric is the initial one);
+  - the run is *frozen*: the gradient is exactly zero, the softmax is exactly one-hot in float32,
+    and every pixel's logit margin exceeds what is needed to keep it so after the remaining
+    momentum movement. Then ``yhat`` is the same tensor at every later iteration, so the gradient
+    stays zero and the argmax cannot change.
+
+  :func:`check_many` runs many candidates on worker processes that share the samples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+
+from .config import RejectionConfig, ScoreMode
+from .equivalence import branch_fingerprint
+from .evaluate import CompiledGraph, rejection_reduce
+from .graph import BranchKind, LossGraph
+from .metrics import IGNORE_INDEX, SegMetric, get_seg_metric
+from .mutation import InvalidReason, validity_problem
+
+
+class Verdict(str, Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+
+
+class RejectReason(str, Enum):
+    LOW_SCORE = "low_score"
+    NON_FINITE = "non_finite"
+    INVALID_GRAPH = "invalid_graph"
+    NO_TARGET_DEPENDENCE = "no_target_dependence"
+    NO_PREDICTION_DEPENDENCE = "no_prediction_dependence"
+
+
+class StopReason(str, Enum):
+    """Why the optimisation loop ended (diagnostic; never changes the verdict)."""
+
+    COMPLETED = "completed"
+    NON_FINITE = "non_finite"
+    ZERO_GRADIENT = "zero_gradient"
+    FROZEN = "frozen"
+    NOT_RUN = "not_run"
+
+
+@dataclass(frozen=True)
+class RejectionResult:
+    verdict: Verdict
+    reason: RejectReason | None
+    metric_before: float
+    metric_after: float | None
+    score: float | None
+    iterations: int
+    seconds: float
+    stop: StopReason = StopReason.COMPLETED
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPT
+
+    def to_json(self) -> dict:
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason.value if self.reason else None,
+            "metric_before": self.metric_before,
+            "metric_after": self.metric_after,
+            "score": self.score,
+            "iterations": self.iterations,
+            "seconds": round(self.seconds, 4),
+            "stop": self.stop.value,
+        }
+
+
+_INVALID_TO_REASON = {
+    InvalidReason.NO_TARGET: RejectReason.NO_TARGET_DEPENDENCE,
+    InvalidReason.NO_PREDICTION: RejectReason.NO_PREDICTION_DEPENDENCE,
+}
+
+# exp(-104) is below half the smallest float32 denormal, so exp(z_j - z_max) rounds to exactly 0
+# for a logit margin of at least this much; keep a safety margin above it.
+_SATURATED_MARGIN = 110.0
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    lab = labels.long().clone()
+    lab[lab == ignore_index] = num_classes
+    return F.one_hot(lab, num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2).float()
+
+
+class DenseRejectionProblem:
+    """Shared samples of the protocol for a dense classification branch (seg, mask, cls).
+
+    ``labels`` (B, H, W) int64 with ``ignore_index`` for unlabelled pixels; ``init_logits``
+    (B, C, H, W), or drawn from N(0, init_std^2) with ``config.seed``.
+    """
+
+    kind = BranchKind.DENSE
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, metric: SegMetric | str,
+                 config: RejectionConfig | None = None, init_logits: torch.Tensor | None = None,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        self.config = config or RejectionConfig()
+        if labels.dim() != 3:
+            raise ValueError(f"labels must be (B, H, W), got shape {tuple(labels.shape)}")
+        self.labels = labels.long()
+        self.num_classes = int(num_classes)
+        self.metric = get_seg_metric(metric) if isinstance(metric, str) else metric
+        self.ignore_index = ignore_index
+        self.targets = _one_hot(self.labels, self.num_classes, ignore_index)
+        if init_logits is None:
+            gen = torch.Generator().manual_seed(self.config.seed)
+            init_logits = torch.randn(self.targets.shape, generator=gen) * self.config.init_std
+        if tuple(init_logits.shape) != tuple(self.targets.shape):
+            raise ValueError(f"init_logits shape {tuple(init_logits.shape)} != target shape "
+                             f"{tuple(self.targets.shape)}")
+        self.init_logits = init_logits.float().contiguous()
+        self.metric_before = self.metric_of(self.init_logits)
+
+    def metric_of(self, logits: torch.Tensor) -> float:
+        return float(self.metric.fn(logits.argmax(1), self.labels, self.num_classes,
+                                    self.ignore_index))
+
+    def score_of(self, metric_after: float) -> float:
+        if self.config.score_mode is ScoreMode.GAIN:
+            return metric_after - self.metric_before
+        return metric_after
+
+    def fingerprint(self, graph: LossGraph) -> str | None:
+        probe = {"yhat": torch.softmax(self.init_logits.double(), 1), "y": self.targets}
+        return branch_fingerprint(graph, probe, "yhat", self.config.fingerprint_digits)
+
+    # -- verdicts -----------------------------------------------------------------------------
+    def _invalid(self, graph: LossGraph, t0: float) -> RejectionResult | None:
+        problem = validity_problem(graph, self.kind)
+        if problem is None:
+            return None
+        reason = _INVALID_TO_REASON.get(problem, RejectReason.INVALID_GRAPH)
+        return RejectionResult(Verdict.REJECT, reason, self.metric_before, None, None, 0,
+                               time.perf_counter() - t0, StopReason.NOT_RUN)
+
+    def _final(self, metric_after: float | None, iterations: int, t0: float,
+               stop: StopReason, non_finite: bool) -> RejectionResult:
+        seconds = time.perf_counter() - t0
+        if non_finite or metric_after is None:
+            return RejectionResult(Verdict.REJECT, RejectReason.NON_FINITE, self.metric_before,
+                                   None, None, iterations, seconds, stop)
+        score = self.score_of(metric_after)
+        ok = score >= self.config.threshold
+        return RejectionResult(Verdict.ACCEPT if ok else Verdict.REJECT,
+                               None if ok else RejectReason.LOW_SCORE, self.metric_before,
+                               metric_after, score, iterations, seconds, stop)
+
+
+def check_plain(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionResult:
+    """Reference implementation: ``torch.optim.SGD`` on the logits for every iteration."""
+    t0 = time.perf_counter()
+    invalid = problem._invalid(graph, t0)
+    if invalid is not None:
+        return invalid
+    cfg = problem.config
+    loss_fn = CompiledGraph(graph)
+    z = problem.init_logits.clone().requires_grad_(True)
+    opt = torch.optim.SGD([z], lr=cfg.lr, momentum=cfg.momentum)
+    non_finite = False
+    for _ in range(cfg.iterations):
+        opt.zero_grad()
+        loss = rejection_reduce(loss_fn({"yhat": torch.softmax(z, 1), "y": problem.targets}))
+        non_finite |= not bool(torch.isfinite(loss))
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        non_finite |= not bool(torch.isfinite(z).all())
+        after = None if non_finite else problem.metric_of(z)
+    return problem._final(after, cfg.iterations, t0, StopReason.COMPLETED, non_finite)
+
+
+def check(graph: LossGraph, problem: DenseRejectionProblem,
+          frozen_check_every: int = 10) -> RejectionResult:
+    """The engine: the same trajectory as :func:`check_plain`, with exits that keep verdicts."""
+    t0 = time.perf_counter()
+    invalid = problem._invalid(graph, t0)
+    if invalid is not None:
+        return invalid
+    cfg = problem.config
+    loss_fn = CompiledGraph(graph)
+    y = problem.targets
+    z = problem.init_logits.clone()
+    buf: torch.Tensor | None = None
+    lr, m = cfg.lr, cfg.momentum
+    tail = m / (1.0 - m)  # sum of m^j for j >= 1: remaining movement per unit of |buf|
+    for it in range(cfg.iterations):
+        zl = z.requires_grad_(True)
+        p = torch.softmax(zl, 1)
+        loss = rejection_reduce(loss_fn({"yhat": p, "y": y}))
+        if not math.isfinite(loss.item()):
+            return problem._final(None, it + 1, t0, StopReason.NON_FINITE, True)
+        (grad,) = torch.autograd.grad(loss, zl)
+        z = zl.detach()
+        grad_max = float(grad.abs().max())
+        if not math.isfinite(grad_max):
+            return problem._final(None, it + 1, t0, StopReason.NON_FINITE, True)
+        if grad_max == 0.0:
+            if buf is None:
+                # Exactly zero gradient at the start: SGD never moves the predictions.
+                return problem._final(problem.metric_of(z), it + 1, t0,
+                                      StopReason.ZERO_GRADIENT, False)
+            if it % frozen_check_every == 0 and _frozen(z, p.detach(), buf, lr * tail):
+                return problem._final(problem.metric_of(z), it + 1, t0, StopReason.FROZEN,
+                                      False)
+        # torch.optim.SGD (dampening 0, no nesterov): buf = m * buf + g; z -= lr * buf
+        if buf is None:
+            buf = grad.clone()
+        else:
+            buf.mul_(m).add_(grad)
+        z.add_(buf, alpha=-lr)
+    non_finite = not bool(torch.isfinite(z).all())
+    return problem._final(None if non_finite else problem.metric_of(z), cfg.iterations, t0,
+                          StopReason.COMPLETED, non_finite)
+
+
+def _frozen(z: torch.Tensor, p: torch.Tensor, buf: torch.Tensor, movement_per_buf: float) -> bool:
+    """True if the softmax is exactly one-hot and stays so for any remaining momentum move."""
+    if not bool(((p == 0) | (p == 1)).all()):
+        return False
+    bound = movement_per_buf * float(buf.abs().max())
+    top2 = z.topk(2, dim=1).values
+    margin = float((top2[:, 0] - top2[:, 1]).min())
+    return margin - 2.0 * bound > _SATURATED_MARGIN
+
+
+# --- many candidates ---------------------------------------------------------------------------
+_WORKER_PROBLEM: DenseRejectionProblem | None = None
+
+
+def _init_worker(problem: DenseRejectionProblem) -> None:
+    global _WORKER_PROBLEM
+    torch.set_num_threads(1)
+    _WORKER_PROBLEM = problem
+
+
+def _worker_check(graph: LossGraph) -> RejectionResult:
+    assert _WORKER_PROBLEM is not None
+    return check(graph, _WORKER_PROBLEM)
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def check_many(graphs: Sequence[LossGraph], problem: DenseRejectionProblem,
+               workers: int | None = None,
+               progress: Callable[[int, RejectionResult], None] | None = None,
+               ) -> list[RejectionResult]:
+    """:func:`check` for many candidates, in order, on ``workers`` processes (one thread each).
+
+    On CPU, one single-threaded process per core beats one process whose tensor ops are split
+    over the cores (the per-op tensors here are too small to parallelise well); the samples are
+    sent once per worker. ``workers=1`` runs in this process.
+    """
+    workers = default_workers() if workers is None else workers
+    results: list[RejectionResult] = []
+    if workers <= 1 or len(graphs) <= 1:
+        for g in graphs:
+            r = check(g, problem)
+            results.append(r)
+            if progress:
+                progress(len(results) - 1, r)
+        return results
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(problem,)) as pool:
+        for r in pool.map(_worker_check, graphs, chunksize=1):
+            results.append(r)
+            if progress:
+                progress(len(results) - 1, r)
+    return results
+
+
+def with_config(problem: DenseRejectionProblem, **changes) -> DenseRejectionProblem:
+    """A copy of ``problem`` with some protocol settings changed (same samples and start)."""
+    cfg = replace(problem.config, **changes)
+    return DenseRejectionProblem(problem.labels, problem.num_classes, problem.metric, cfg,
+                                 problem.init_logits, problem.ignore_index)

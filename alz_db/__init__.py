@@ -1,0 +1,1 @@
+"""Storage and coordination of searches (PostgreSQL), the workers and the command line."""
