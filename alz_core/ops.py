@@ -48,12 +48,25 @@ def _mean_c(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=1, keepdim=True).expand_as(x)
 
 
+def _shifted_max(x: torch.Tensor) -> torch.Tensor:
+    # separable 3x3 max over shifted views: exact, and ~20x faster than max_pool2d on CPU
+    p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    h = torch.maximum(torch.maximum(p[..., :, :-2], p[..., :, 1:-1]), p[..., :, 2:])
+    return torch.maximum(torch.maximum(h[..., :-2, :], h[..., 1:-1, :]), h[..., 2:, :])
+
+
 def _maxpool(x: torch.Tensor) -> torch.Tensor:
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return _shifted_max(x)
+    # With gradients, max_pool2d routes them to the first maximum of each window. Its CPU
+    # kernel is much faster on channels-last memory (values and gradients are identical).
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
 
 
 def _minpool(x: torch.Tensor) -> torch.Tensor:
-    return -F.max_pool2d(-x, kernel_size=3, stride=1, padding=1)
+    return -_maxpool(-x)
 
 
 @dataclass(frozen=True)
