@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -30,25 +30,53 @@ class CompiledGraph:
         self.inputs = graph.inputs
 
     def __call__(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        values: list[torch.Tensor] = []
         ref = next(iter(inputs.values()))
-        for kind, payload, args in self._program:
+        return self._run(inputs, ref, {}, range(len(self._program)))
+
+    def bind(self, static: Mapping[str, torch.Tensor]) -> Callable[[Mapping[str, torch.Tensor]],
+                                                                   torch.Tensor]:
+        """Fix some inputs (e.g. the target) and compute everything that depends only on them
+        and on constants once; the returned function takes the remaining inputs.
+
+        The values are the same as calling the graph with all inputs each time: the same
+        operations run on the same numbers, only fewer times.
+        """
+        dynamic = [False] * len(self._program)
+        for i, (kind, payload, args) in enumerate(self._program):
+            dynamic[i] = (kind == "input" and payload not in static) or any(
+                dynamic[a] for a in args)
+        ref = next(iter(static.values()))
+        pre = [i for i, d in enumerate(dynamic) if not d]
+        values = self._run(static, ref, {}, pre, keep_all=True) if pre else {}
+        todo = [i for i, d in enumerate(dynamic) if d]
+        if not todo:  # the graph does not depend on the remaining inputs at all
+            out = values[len(self._program) - 1]
+            return lambda inputs: out if out.shape == ref.shape else out.expand(ref.shape)
+        return lambda inputs: self._run(inputs, ref, values, todo)
+
+    def _run(self, inputs, ref, known, order, keep_all: bool = False):
+        values = dict(known)
+        for i in order:
+            kind, payload, args = self._program[i]
             if kind == "input":
                 try:
-                    values.append(inputs[payload])  # type: ignore[index]
+                    v = inputs[payload]
                 except KeyError:
                     raise KeyError(f"graph {self.graph.text!r} needs input {payload!r}, "
                                    f"given {sorted(inputs)}") from None
             elif kind == "const":
-                values.append(torch.tensor(payload, dtype=ref.dtype, device=ref.device))
+                v = torch.tensor(payload, dtype=ref.dtype, device=ref.device)
             elif kind == "spatial":
                 # A constant-only argument is a 0-d tensor; pooling and reductions need the
                 # (N, C, H, W) layout, so broadcast it to the input shape first.
-                (x,) = (values[a] for a in args)
-                values.append(payload(x if x.shape == ref.shape else x.expand(ref.shape)))
+                x = values[args[0]]
+                v = payload(x if x.shape == ref.shape else x.expand(ref.shape))
             else:
-                values.append(payload(*(values[a] for a in args)))  # type: ignore[operator]
-        out = values[-1]
+                v = payload(*(values[a] for a in args))
+            values[i] = v
+        if keep_all:
+            return values
+        out = values[len(self._program) - 1]
         if out.shape != ref.shape:
             out = out.expand(ref.shape)
         return out

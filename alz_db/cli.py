@@ -129,6 +129,89 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alz demo ----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A whole search in this process on the tiny CPU segmentation task (no database)."""
+    import tempfile
+
+    import numpy as np
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from alz_core.config import EvolutionConfig
+    from alz_core.display import simplified_text
+    from alz_core.equivalence import combine_fingerprints
+    from alz_core.evolution import run_evolution
+    from alz_core.rejection import check
+    from alz_core.tasks.registry import check_metric, get_task, seg_rejection_problem
+    from alz_core.tasks.seg import SegProxyTask, ensure_synthetic_voc
+
+    try:
+        task_info = get_task("seg")
+        metric = check_metric(task_info, args.metric)
+        evo = EvolutionConfig(initial_population=min(args.initial, args.budget),
+                              population_size=max(args.population, args.initial),
+                              budget=args.budget)
+        rej = RejectionConfig(seed=args.seed)
+    except (ConfigError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    data_root = Path(args.data_dir) / "synthetic_voc"
+    with err_console.status("preparing the synthetic VOC dataset"):
+        ensure_synthetic_voc(data_root)
+    task = SegProxyTask(data_root=data_root, max_iters=args.proxy_iters)
+    problem = seg_rejection_problem(metric, rej)
+    stats = {"checked": 0, "rejected": 0, "best": None, "best_text": "-"}
+
+    def reject(branch, graph):
+        r = check(graph, problem)
+        stats["checked"] += 1
+        stats["rejected"] += not r.accepted
+        return r
+
+    def fingerprint(cand):
+        return combine_fingerprints({n: problem.fingerprint(g) for n, g in cand.branches})
+
+    work = Path(tempfile.mkdtemp(prefix="alz-demo-"))
+
+    def evaluate(cand):
+        return task.run(cand.graphs, metric, work / "proxy", seed=args.seed).fitness
+
+    columns = (TextColumn("[bold]search[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("evaluations"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    history = []
+    with Progress(*columns, console=err_console) as progress:
+        bar = progress.add_task("search", total=evo.budget, info="")
+
+        def on_event(ev):
+            f = ev.individual.fitness
+            if f is not None and (stats["best"] is None or f > stats["best"]):
+                stats["best"], stats["best_text"] = f, ev.individual.candidate.text
+            rate = stats["rejected"] / max(stats["checked"], 1)
+            best = "-" if stats["best"] is None else f"{stats['best']:.3f}"
+            progress.update(bar, completed=ev.evaluations,
+                            info=f"rejected {rate:.0%} of {stats['checked']} | best {metric} "
+                            f"{best}")
+
+        history = run_evolution(task_info.branches, np.random.default_rng(args.seed), reject,
+                                fingerprint, evaluate, evo, on_event=on_event)
+    ranked = sorted((i for i in history if i.fitness is not None and i.equivalent_to is None),
+                    key=lambda i: -i.fitness)
+    out_console.print(f"{len(history)} individuals, {evo.budget} proxy evaluations, "
+                      f"{stats['checked']} rejection checks ({stats['rejected']} rejected)")
+    for rank, ind in enumerate(ranked[:5], 1):
+        g = ind.candidate.branches[0][1]
+        out_console.print(f"#{rank}  {metric} {ind.fitness:.4f}  {g.text}   "
+                          f"[dim]({simplified_text(g)})[/]")
+    if ranked:
+        out_console.print(f"best loss: {ranked[0].candidate.text}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alz", description="AutoLoss-Zero: search loss functions "
@@ -164,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--task", default=None)
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_catalogue)
+
+    d = sub.add_parser("demo", help="run a small search in this process on the built-in CPU "
+                       "segmentation task (no database) and print the best losses")
+    d.add_argument("--metric", default="miou")
+    d.add_argument("--budget", type=int, default=12, help="proxy evaluations (default 12)")
+    d.add_argument("--initial", type=int, default=6, help="initial population K (default 6)")
+    d.add_argument("--population", type=int, default=2500, help="population size P")
+    d.add_argument("--proxy-iters", type=int, default=None,
+                   help="training iterations per proxy run (default: the tiny config's)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--data-dir", default=".alz/data", help="where the synthetic data is written")
+    d.set_defaults(func=cmd_demo)
     return p
 
 
