@@ -198,8 +198,7 @@ def check_plain(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionRe
     return problem._final(after, cfg.iterations, t0, StopReason.COMPLETED, non_finite)
 
 
-def check(graph: LossGraph, problem: DenseRejectionProblem,
-          frozen_check_every: int = 10) -> RejectionResult:
+def check(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionResult:
     """The engine: the same trajectory as :func:`check_plain`, with exits that keep verdicts."""
     t0 = time.perf_counter()
     invalid = problem._invalid(graph, t0)
@@ -228,7 +227,7 @@ def check(graph: LossGraph, problem: DenseRejectionProblem,
                 # Exactly zero gradient at the start: SGD never moves the predictions.
                 return problem._final(problem.metric_of(z), it + 1, t0,
                                       StopReason.ZERO_GRADIENT, False)
-            if it % frozen_check_every == 0 and _frozen(z, p.detach(), buf, lr * tail):
+            if _frozen(z, p.detach(), buf, lr * tail, cfg.iterations - it):
                 return problem._final(problem.metric_of(z), it + 1, t0, StopReason.FROZEN,
                                       False)
         # torch.optim.SGD (dampening 0, no nesterov): buf = m * buf + g; z -= lr * buf
@@ -242,14 +241,29 @@ def check(graph: LossGraph, problem: DenseRejectionProblem,
                           StopReason.COMPLETED, non_finite)
 
 
-def _frozen(z: torch.Tensor, p: torch.Tensor, buf: torch.Tensor, movement_per_buf: float) -> bool:
-    """True if the softmax is exactly one-hot and stays so for any remaining momentum move."""
+def _frozen(z: torch.Tensor, p: torch.Tensor, buf: torch.Tensor, movement_per_buf: float,
+            remaining: int) -> bool:
+    """True if no later iteration can change ``yhat`` (hence the gradient or the argmax).
+
+    Called when the gradient is exactly zero. If ``yhat`` is exactly one-hot, every later
+    iteration sees the same ``yhat`` (so again a zero gradient) for as long as each pixel keeps
+    its argmax with a margin above ``_SATURATED_MARGIN``. With zero gradients the logits only
+    coast on the momentum: they move along the segment from ``z`` to
+    ``z - movement_per_buf * buf``. Margins are linear along a segment, so checking both ends
+    (with a slack for float rounding of the coasting steps) covers every later iterate.
+    """
     if not bool(((p == 0) | (p == 1)).all()):
         return False
-    bound = movement_per_buf * float(buf.abs().max())
-    top2 = z.topk(2, dim=1).values
-    margin = float((top2[:, 0] - top2[:, 1]).min())
-    return margin - 2.0 * bound > _SATURATED_MARGIN
+    z_end = z - movement_per_buf * buf
+    scale = max(float(z.abs().max()), float(z_end.abs().max()))
+    needed = _SATURATED_MARGIN + (remaining + 1) * 2.0 ** -22 * scale
+    winner = z.argmax(1, keepdim=True)
+    for point in (z, z_end):
+        top = point.gather(1, winner)
+        others = point.scatter(1, winner, float("-inf")).amax(1, keepdim=True)
+        if not bool((top - others > needed).all()):
+            return False
+    return True
 
 
 # --- many candidates ---------------------------------------------------------------------------

@@ -314,17 +314,31 @@ def test_full_size_wrong_way_is_rejected(full_problem) -> None:
 def test_frozen_needs_a_one_hot_softmax_and_a_margin_momentum_cannot_undo() -> None:
     from alz_core.rejection import _frozen
 
-    def state(margin: float, buf_value: float):
+    def state(margin: float, buf_top: float, buf_other: float = 0.0):
         z = torch.tensor([margin, 0.0]).reshape(1, 2, 1, 1)
-        return z, torch.softmax(z, 1), torch.full_like(z, buf_value)
+        buf = torch.tensor([buf_top, buf_other]).reshape(1, 2, 1, 1)
+        return z, torch.softmax(z, 1), buf
 
-    per_buf = 1e-3 * 0.9 / (1 - 0.9)  # lr * sum of the remaining momentum factors
-    z, p, buf = state(200.0, 1000.0)  # remaining movement 9 per logit: margin >= 182
+    per_buf = 1e-3 * 0.9 / (1 - 0.9)  # lr * sum of the remaining momentum factors: 0.009
+    z, p, buf = state(200.0, 1000.0)  # coasting lowers the top logit by 9: margin 191 left
     assert torch.equal(p, torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1))
-    assert _frozen(z, p, buf, per_buf)
-    z, p, buf = state(200.0, 5000.0)  # movement 45 per logit could bring it to 110
-    assert not _frozen(z, p, buf, per_buf)
+    assert _frozen(z, p, buf, per_buf, 500)
+    z, p, buf = state(200.0, 5000.0, 5000.0)  # both logits coast by 45: the margin stays 200
+    assert _frozen(z, p, buf, per_buf, 500)
+    z, p, buf = state(200.0, 15000.0)  # the top logit coasts down by 135: margin 65 at the end
+    assert not _frozen(z, p, buf, per_buf, 500)
+    z, p, buf = state(200.0, 0.0, -15000.0)  # the other logit coasts up by 135
+    assert not _frozen(z, p, buf, per_buf, 500)
     z, p, buf = state(105.0, 0.0)  # one-hot in float32, but too close to the edge
-    assert not _frozen(z, p, buf, per_buf)
+    assert not _frozen(z, p, buf, per_buf, 500)
     z, p, buf = state(50.0, 0.0)  # not one-hot at all
-    assert not _frozen(z, p, buf, per_buf)
+    assert not _frozen(z, p, buf, per_buf, 500)
+
+
+def test_saturating_loss_exits_frozen_with_the_plain_verdict(problem) -> None:
+    # inv(y) is 1e12 where y = 0: the first step throws the logits ~1e9 apart, the softmax
+    # saturates exactly and the gradient is exactly zero from then on
+    g = parse_formula("-(inv(y)*abs(yhat))")
+    r = check(g, problem)
+    assert r.stop is StopReason.FROZEN and r.iterations < problem.config.iterations
+    same_verdict(r, check_plain(g, problem))

@@ -1,0 +1,215 @@
+"""PASCAL VOC 2012 layout on disk: synthetic datasets, the search split, label-map loading.
+
+Layout written (and read) under ``root``::
+
+    JPEGImages/<id>.jpg
+    SegmentationClass/<id>.png            palette PNG, pixel value = class index (255 = ignore)
+    ImageSets/Segmentation/train.txt      all ids
+    ImageSets/Segmentation/search_train.txt, search_eval.txt   the search split
+
+The search split (DESIGN.md section 7) holds out a seeded random subset of the *training* ids
+for evaluation (1500 images for real VOC+SBD); the validation set is never used by the search.
+Only numpy and Pillow are needed here, never OpenMMLab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .synthetic import VOC_NUM_CLASSES, synthetic_scene
+
+SPLIT_DIR = Path("ImageSets") / "Segmentation"
+IMAGE_DIR = "JPEGImages"
+LABEL_DIR = "SegmentationClass"
+MARKER = ".alz-synthetic-voc.json"
+#: Images held out for evaluation on real VOC+SBD (the seed's search split).
+REAL_EVAL_COUNT = 1500
+
+
+def voc_palette() -> list[int]:
+    """The standard PASCAL VOC colour map: 256 RGB triples flattened (768 ints)."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def seeded_eval_split(ids: Sequence[str], eval_count: int,
+                      seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split ``ids`` into (search_train, search_eval); search_eval has ``eval_count`` ids.
+
+    The choice depends only on the set of ids, ``eval_count`` and ``seed`` (not on the input
+    order); both lists come back sorted. Raises ``ValueError`` if ``eval_count`` is not in
+    [1, len(ids) - 1] (both parts must be non-empty).
+    """
+    pool = sorted(set(ids))
+    if not 1 <= eval_count < len(pool):
+        raise ValueError(f"eval_count={eval_count} must be in [1, {len(pool) - 1}] for "
+                         f"{len(pool)} ids")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(len(pool), size=eval_count, replace=False).tolist())
+    evals = [x for i, x in enumerate(pool) if i in chosen]
+    train = [x for i, x in enumerate(pool) if i not in chosen]
+    return train, evals
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+def _atomic_save_image(path: Path, image: Image.Image, fmt: str, **kwargs: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    image.save(tmp, format=fmt, **kwargs)
+    os.replace(tmp, path)
+
+
+def write_split_file(root: str | Path, name: str, ids: Sequence[str]) -> Path:
+    """Write ``ImageSets/Segmentation/<name>.txt`` (one id a line), atomically."""
+    path = Path(root) / SPLIT_DIR / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, "".join(f"{i}\n" for i in ids).encode())
+    return path
+
+
+def write_search_splits(root: str | Path, ids: Sequence[str],
+                        eval_count: int = REAL_EVAL_COUNT, seed: int = 0) -> tuple[Path, Path]:
+    """Write search_train.txt / search_eval.txt for ``ids`` (e.g. the VOC+SBD train-aug ids)."""
+    train, evals = seeded_eval_split(ids, eval_count, seed)
+    return write_split_file(root, "search_train", train), write_split_file(
+        root, "search_eval", evals)
+
+
+def write_voc_aug_search_splits(root: str | Path, eval_count: int = REAL_EVAL_COUNT,
+                                seed: int = 0) -> dict[str, int]:
+    """The search split of real VOC 2012 + SBD in mmseg's layout; returns the split sizes.
+
+    The pool is train.txt (labels in SegmentationClass) plus aug.txt (SBD, labels in
+    SegmentationClassAug; written by mmseg's ``voc_aug.py``), 10582 ids. ``eval_count`` of them
+    are held out; each part is written per label source, as search_{train,eval}.txt and
+    search_{train,eval}_aug.txt, which ``deeplabv3plus_r50_voc_proxy.py`` concatenates.
+    """
+    voc = read_split(root, SPLIT_DIR / "train.txt")
+    sbd = read_split(root, SPLIT_DIR / "aug.txt")
+    train, evals = seeded_eval_split(voc + sbd, eval_count, seed)
+    voc_set = set(voc)
+    parts = {
+        "search_train": [i for i in train if i in voc_set],
+        "search_train_aug": [i for i in train if i not in voc_set],
+        "search_eval": [i for i in evals if i in voc_set],
+        "search_eval_aug": [i for i in evals if i not in voc_set],
+    }
+    for name, ids in parts.items():
+        write_split_file(root, name, ids)
+    return {name: len(ids) for name, ids in parts.items()}
+
+
+def read_split(root: str | Path, split_file: str | Path) -> list[str]:
+    """Ids listed in ``split_file`` (absolute, or relative to ``root``)."""
+    path = Path(split_file)
+    if not path.is_absolute():
+        path = Path(root) / path
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def synthetic_ids(num_images: int) -> list[str]:
+    return [f"syn_{i:06d}" for i in range(num_images)]
+
+
+def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
+                      num_classes: int = VOC_NUM_CLASSES, seed: int = 0,
+                      eval_count: int | None = None) -> Path:
+    """Write ``num_images`` synthetic scenes in the VOC 2012 layout under ``root``; return root.
+
+    ``eval_count`` images (default: a quarter, at least 1) form search_eval.txt. Image i is drawn
+    from its own generator seeded by (seed, i), so an interrupted run resumes with identical
+    content. A marker file holds the parameters: a complete dataset with the same parameters is
+    left untouched; different parameters regenerate every file.
+    """
+    root = Path(root)
+    if eval_count is None:
+        eval_count = max(1, num_images // 4)
+    params = {"num_images": num_images, "size": size, "num_classes": num_classes,
+              "seed": seed, "eval_count": eval_count, "version": 1}
+    marker = root / MARKER
+    state = json.loads(marker.read_text()) if marker.exists() else {}
+    same = state.get("params") == params
+    if same and state.get("complete") and _files_present(root, num_images):
+        return root
+    for sub in (IMAGE_DIR, LABEL_DIR, str(SPLIT_DIR)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(marker, json.dumps({"params": params, "complete": False}).encode())
+    palette = voc_palette()
+    ids = synthetic_ids(num_images)
+    for i, sid in enumerate(ids):
+        img_path = root / IMAGE_DIR / f"{sid}.jpg"
+        lab_path = root / LABEL_DIR / f"{sid}.png"
+        # Files from an interrupted run with the same parameters are reused (atomic writes
+        # mean an existing file is a whole one); otherwise everything is rewritten.
+        if same and img_path.exists() and lab_path.exists():
+            continue
+        image, label = synthetic_scene(np.random.default_rng([seed, i]), size, num_classes)
+        _atomic_save_image(img_path, Image.fromarray(image, "RGB"), "JPEG", quality=95)
+        lab = Image.fromarray(label, "L").convert("P")
+        lab.putpalette(palette)
+        _atomic_save_image(lab_path, lab, "PNG")
+    write_split_file(root, "train", ids)
+    write_search_splits(root, ids, eval_count, seed)
+    _atomic_write_bytes(marker, json.dumps({"params": params, "complete": True}).encode())
+    return root
+
+
+def _files_present(root: Path, num_images: int) -> bool:
+    splits = [root / SPLIT_DIR / f"{n}.txt" for n in ("train", "search_train", "search_eval")]
+    if not all(p.exists() for p in splits):
+        return False
+    return all((root / IMAGE_DIR / f"{s}.jpg").exists() and (root / LABEL_DIR / f"{s}.png").exists()
+               for s in synthetic_ids(num_images))
+
+
+def read_label_map(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """A label PNG as (H, W) uint8 class indices; palette PNGs keep their indices.
+
+    ``size`` (int or (H, W)) resizes with nearest neighbour, so no new class values appear.
+    """
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected a palette or grey label PNG, got mode {im.mode}")
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else size
+            im = im.resize((w, h), Image.Resampling.NEAREST)
+        return np.array(im, dtype=np.uint8)
+
+
+def load_label_maps(root: str | Path, split_file: str | Path, count: int, seed: int = 0,
+                    size: int | tuple[int, int] | None = None,
+                    label_dir: str = LABEL_DIR) -> np.ndarray:
+    """``count`` label maps (count, H, W) uint8 of ids picked from a split with a seeded rng.
+
+    Used for the rejection samples of a real dataset. Without ``size`` all chosen maps must have
+    the same shape (true for the synthetic data; real VOC needs a size).
+    """
+    ids = read_split(root, split_file)
+    if not 1 <= count <= len(ids):
+        raise ValueError(f"count={count} must be in [1, {len(ids)}] for split {split_file}")
+    rng = np.random.default_rng(seed)
+    picked = [ids[i] for i in rng.choice(len(ids), size=count, replace=False)]
+    maps = [read_label_map(Path(root) / label_dir / f"{i}.png", size) for i in picked]
+    shapes = {m.shape for m in maps}
+    if len(shapes) > 1:
+        raise ValueError(f"label maps differ in shape {sorted(shapes)}; pass size=")
+    return np.stack(maps)

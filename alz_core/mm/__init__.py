@@ -1,0 +1,25 @@
+"""OpenMMLab plug-ins. Importing this package registers them in mmsegmentation's registries.
+
+* ``ALZLoss`` (``mmseg.registry.MODELS``): a loss graph given by formula text as a decode-head
+  loss, e.g. ``loss_decode=dict(type='ALZLoss', formula='-y*log(yhat)')``.
+* ``ALZSegMetric`` (``mmseg.registry.METRICS``): the six segmentation metrics in [0, 1].
+
+Configs load it with ``custom_imports=dict(imports=['alz_core.mm'],
+allow_failed_imports=False)``. This is the only part of ``alz_core`` that imports OpenMMLab.
+"""
+
+from __future__ import annotations
+
+from mmseg.registry import METRICS, MODELS
+
+from .hooks import ProxyDiverged, ProxyRecorderHook
+from .loss import ALZLoss, TargetKind, one_hot_labels
+from .metric import ALZSegMetric
+from .runner import ProxyRunner
+
+# force=True: re-importing (e.g. a reloaded module in a notebook) must not fail on the name
+MODELS.register_module(name="ALZLoss", module=ALZLoss, force=True)
+METRICS.register_module(name="ALZSegMetric", module=ALZSegMetric, force=True)
+
+__all__ = ["ALZLoss", "ALZSegMetric", "ProxyDiverged", "ProxyRecorderHook", "ProxyRunner",
+           "TargetKind", "one_hot_labels"]
