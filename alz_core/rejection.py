@@ -20,6 +20,12 @@ Two implementations share one definition of the verdict:
     momentum movement. Then ``yhat`` is the same tensor at every later iteration, so the gradient
     stays zero and the argmax cannot change.
 
+  The SGD loop itself runs in a fused C kernel (:mod:`alz_core.native`) where a compiler is
+  available: one pass over the logits per iteration for softmax, graph, gradient and update,
+  instead of one pass per operator. It follows the same update formula; its floating-point
+  rounding differs from torch's in the last bits, which the tests and the benchmark check
+  against the reference verdicts.
+
   :func:`check_many` runs many candidates on worker processes that share the samples.
 """
 
@@ -198,13 +204,25 @@ def check_plain(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionRe
     return problem._final(after, cfg.iterations, t0, StopReason.COMPLETED, non_finite)
 
 
-def check(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionResult:
-    """The engine: the same trajectory as :func:`check_plain`, with exits that keep verdicts."""
+def check(graph: LossGraph, problem: DenseRejectionProblem,
+          engine: str = "auto") -> RejectionResult:
+    """The engine: the same trajectory as :func:`check_plain`, with exits that keep verdicts.
+
+    ``engine``: ``"native"`` runs the fused C kernel (per-pixel graphs only), ``"torch"`` the
+    operator-at-a-time loop, ``"auto"`` the kernel where it applies and torch elsewhere.
+    """
     t0 = time.perf_counter()
     invalid = problem._invalid(graph, t0)
     if invalid is not None:
         return invalid
     cfg = problem.config
+    if engine != "torch":
+        result = _check_native(graph, problem, t0)
+        if result is not None or engine == "auto":
+            if result is not None:
+                return result
+        else:
+            raise ValueError(f"the native kernel cannot run {graph.text!r} here")
     # everything that depends only on the target is computed once (same values, fewer times)
     loss_fn = CompiledGraph(graph).bind({"y": problem.targets})
     z = problem.init_logits.clone()
@@ -239,6 +257,27 @@ def check(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionResult:
     non_finite = not bool(torch.isfinite(z).all())
     return problem._final(None if non_finite else problem.metric_of(z), cfg.iterations, t0,
                           StopReason.COMPLETED, non_finite)
+
+
+def _check_native(graph: LossGraph, problem: DenseRejectionProblem,
+                  t0: float) -> RejectionResult | None:
+    from . import native
+
+    if native.library() is None:
+        return None
+    prog = native.lower(graph, problem.targets)
+    if prog is None:
+        return None
+    cfg = problem.config
+    z, ran, status = native.run_fused(prog, problem.init_logits, cfg.iterations, cfg.lr,
+                                      cfg.momentum)
+    if status == 1:
+        return problem._final(None, ran, t0, StopReason.NON_FINITE, True)
+    if status == 2:
+        return problem._final(problem.metric_before, ran, t0, StopReason.ZERO_GRADIENT, False)
+    non_finite = not bool(torch.isfinite(z).all())
+    after = None if non_finite else problem.metric_of(z.permute(0, 3, 1, 2))
+    return problem._final(after, ran, t0, StopReason.COMPLETED, non_finite)
 
 
 def _frozen(z: torch.Tensor, p: torch.Tensor, buf: torch.Tensor, movement_per_buf: float,
