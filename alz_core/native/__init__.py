@@ -47,9 +47,11 @@ def _cache_dir() -> Path:
 
 def _build() -> ctypes.CDLL:
     source = _SOURCE.read_bytes()
-    # -ffast-math for vectorised libm calls, but keep NaN/inf semantics: non-finite values are
-    # a verdict of the protocol
-    flags = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared"]
+    # -ffast-math for vectorised libm calls, but keep NaN/inf semantics (non-finite values are
+    # a verdict of the protocol). Compile and link separately: linking with -ffast-math adds
+    # crtfastmath, which switches the whole process to flush-to-zero when the library loads,
+    # changing torch's arithmetic too.
+    flags = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC"]
     key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
     target = _cache_dir() / f"rejection_kernel_{key}.so"
     if not target.exists():
@@ -58,9 +60,11 @@ def _build() -> ctypes.CDLL:
             raise OSError("no C compiler (cc/gcc) on PATH")
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            out = Path(tmp) / target.name
-            subprocess.run([cc, *flags, "-o", str(out), str(_SOURCE), "-lmvec", "-lm"], check=True,
+            out, obj = Path(tmp) / target.name, Path(tmp) / "kernel.o"
+            subprocess.run([cc, *flags, "-c", "-o", str(obj), str(_SOURCE)], check=True,
                            capture_output=True)
+            subprocess.run([cc, "-shared", "-o", str(out), str(obj), "-lmvec", "-lm"],
+                           check=True, capture_output=True)
             os.replace(out, target)  # atomic: concurrent builders do not see half a file
     lib = ctypes.CDLL(str(target))
     fn = lib.alz_reject_run
