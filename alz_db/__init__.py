@@ -1,1 +1,133 @@
-"""Storage and coordination of searches (PostgreSQL), the workers and the command line."""
+"""Storage and coordination of searches in PostgreSQL (DESIGN.md section 8).
+
+* schema: :mod:`alz_db.models` (created only by the Alembic migrations, :mod:`alz_db.migrate`)
+* where the database is and units of work: :mod:`alz_db.engine`, :mod:`alz_db.embedded`,
+  :mod:`alz_db.retry`
+* repositories (functions of a Session; they never commit and return frozen records or
+  ``alz_core`` dataclasses): :mod:`alz_db.searches`, :mod:`alz_db.candidates`,
+  :mod:`alz_db.queue`, :mod:`alz_db.workers`, :mod:`alz_db.analysis`
+* analysis views and the read-only role: :mod:`alz_db.views`, :mod:`alz_db.roles`
+
+A unit of work::
+
+    engine = make_engine(resolve_database_url())
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as s:
+        search = create_search(s, "seg-miou", "seg", "miou", evolution={"budget": 12})
+    lease = run_in_transaction(sessions, claim_evaluation, worker_id)
+"""
+
+from .analysis import children, leaderboard, lineage
+from .candidates import (
+    add_candidate,
+    candidate_hash,
+    candidates_of,
+    find_representative,
+    get_candidate,
+    queue_evaluation,
+    read_population,
+    record_rejections,
+    release_proxy_slot,
+    reserve_proxy_slot,
+    submit_candidate,
+)
+from .embedded import EmbeddedServer, release_embedded, start_embedded, stop_embedded
+from .engine import (
+    DATABASE_URL_ENV,
+    check_database,
+    display_url,
+    make_engine,
+    make_session_factory,
+    normalize_url,
+    resolve_database_url,
+    session_scope,
+)
+from .enums import (
+    AttemptOutcome,
+    CandidateStatus,
+    EvalKind,
+    EvalStatus,
+    FinishOutcome,
+    FitnessKind,
+    SearchStatus,
+    SubmitOutcome,
+    WorkerStatus,
+)
+from .errors import (
+    AlreadyExists,
+    DatabaseUnavailable,
+    DuplicateRepresentative,
+    IntegrityViolation,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StatementTimeout,
+    StoreError,
+    TransientStoreError,
+)
+from .queue import (
+    claim_evaluation,
+    evaluation_attempts,
+    evaluation_steps,
+    evaluations_of,
+    fail_evaluation,
+    finish_evaluation,
+    get_evaluation,
+    heartbeat,
+    reap_expired_leases,
+    record_steps,
+)
+from .records import (
+    AttemptRecord,
+    CandidateRecord,
+    EvaluationRecord,
+    LeaderboardEntry,
+    Lease,
+    LineageEntry,
+    ReapedEvaluation,
+    Representative,
+    SearchInfo,
+    Submission,
+    WorkerRecord,
+)
+from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, run_in_transaction
+from .roles import create_read_only_role, drop_role
+from .searches import (
+    create_search,
+    fail_search,
+    finish_search_if_complete,
+    get_search,
+    list_searches,
+    start_search,
+    stop_search,
+    validate_search,
+)
+from .workers import (
+    get_worker,
+    list_workers,
+    mark_lost_workers,
+    register_worker,
+    stop_worker,
+    worker_heartbeat,
+)
+
+__all__ = [
+    "DATABASE_URL_ENV", "DEFAULT_RETRY", "NO_RETRY", "AlreadyExists", "AttemptOutcome",
+    "AttemptRecord", "CandidateRecord", "CandidateStatus", "DatabaseUnavailable",
+    "DuplicateRepresentative", "EmbeddedServer", "EvalKind", "EvalStatus", "EvaluationRecord",
+    "FinishOutcome", "FitnessKind", "IntegrityViolation", "InvalidInput", "LeaderboardEntry",
+    "Lease", "LineageEntry", "NotFound", "PermissionDenied", "ReapedEvaluation",
+    "Representative", "RetryPolicy", "SearchInfo", "SearchStatus", "StatementTimeout",
+    "StoreError", "Submission", "SubmitOutcome", "TransientStoreError", "WorkerRecord",
+    "WorkerStatus", "add_candidate", "candidate_hash", "candidates_of", "check_database",
+    "children", "claim_evaluation", "create_read_only_role", "create_search", "display_url",
+    "drop_role", "evaluation_attempts", "evaluation_steps", "evaluations_of", "fail_evaluation",
+    "fail_search", "find_representative", "finish_evaluation", "finish_search_if_complete",
+    "get_candidate", "get_evaluation", "get_search", "get_worker", "heartbeat", "leaderboard",
+    "lineage", "list_searches", "list_workers", "make_engine", "make_session_factory",
+    "mark_lost_workers", "normalize_url", "queue_evaluation", "read_population",
+    "reap_expired_leases", "record_rejections", "record_steps", "register_worker",
+    "release_embedded", "release_proxy_slot", "reserve_proxy_slot", "resolve_database_url",
+    "run_in_transaction", "session_scope", "start_embedded", "start_search", "stop_embedded",
+    "stop_search", "stop_worker", "submit_candidate", "validate_search", "worker_heartbeat",
+]

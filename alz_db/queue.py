@@ -1,0 +1,369 @@
+"""The evaluation queue: claims, leases, heartbeats, results, failures and the reaper.
+
+The worker protocol (DESIGN.md section 8), one short unit of work per call:
+
+1. :func:`claim_evaluation` takes the oldest claimable (``queued`` or ``stale``) evaluation of a
+   running search with ``SELECT ... FOR UPDATE SKIP LOCKED`` and leases it: ``status =
+   'running'``, ``attempts + 1``, ``lease_expires_at = now() + lease`` on the database clock,
+   and a row in ``evaluation_attempt``. Commit at once: no transaction stays open while
+   training.
+2. While training, :func:`heartbeat` renews the lease, only while the attempt still owns it.
+3. :func:`finish_evaluation` / :func:`fail_evaluation` record the outcome, again only if the
+   attempt still owns the evaluation. Reporting twice, or after the lease was lost, changes
+   nothing and says so (:class:`~alz_db.enums.FinishOutcome`).
+4. Any worker calls :func:`reap_expired_leases` now and then: leases past their expiry (database
+   clock, never a worker's) are closed as ``lease_expired`` in the history and the evaluation
+   becomes ``stale`` (claimable again; its next claim is attempt ``attempts + 1``), or
+   ``failed`` once ``max_attempts`` claims were used.
+
+A :class:`~alz_db.records.Lease` identifies one claim by ``(evaluation_id, worker_id,
+attempt)``; that triple is the ownership test of every later call, so a worker whose lease was
+reaped and re-claimed (even by itself) cannot overwrite the newer attempt.
+
+A proxy evaluation that fails for good gives its budget slot back, so the search still ends
+with exactly ``budget`` results; its candidate is ``failed`` and keeps its fingerprint class
+(the class is not trained again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from .candidates import _candidate_from, release_proxy_slot
+from .enums import (
+    AttemptOutcome,
+    CandidateStatus,
+    EvalKind,
+    EvalStatus,
+    FinishOutcome,
+    FitnessKind,
+    SearchStatus,
+)
+from .errors import InvalidInput, NotFound
+from .fitness import finite_or_none, from_stored, to_stored
+from .models import Candidate as CandidateRow
+from .models import Evaluation, EvaluationAttempt, EvaluationStep, Search, sql_value
+from .records import AttemptRecord, EvaluationRecord, Lease, ReapedEvaluation
+from .searches import finish_search_if_complete
+
+DEFAULT_LEASE_SECONDS = 60.0
+_CLAIMABLE = (EvalStatus.QUEUED, EvalStatus.STALE)
+
+
+def _lease_interval(seconds: float) -> timedelta:
+    if not seconds > 0:
+        raise InvalidInput(f"lease_seconds={seconds!r} is invalid: expected a positive number")
+    return timedelta(seconds=float(seconds))
+
+
+def _owned(lease: Lease):  # noqa: ANN202 - a SQL condition
+    return and_(Evaluation.id == lease.evaluation_id, Evaluation.status == EvalStatus.RUNNING,
+                Evaluation.worker_id == lease.worker_id, Evaluation.attempts == lease.attempt)
+
+
+def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None = None,
+                     kinds: Iterable[EvalKind] = (EvalKind.PROXY, EvalKind.RETRAIN),
+                     lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Lease | None:
+    """Lease the oldest claimable evaluation (of ``search_id``, or of any search), or ``None``.
+
+    Proxy evaluations are claimable while their search is ``running``; re-trainings also once
+    it is ``finished``. Rows locked by another claimer are skipped, not waited for, so two
+    claimers never get the same evaluation and never block each other. Run it in its own unit
+    of work and commit immediately.
+    """
+    interval = _lease_interval(lease_seconds)
+    kinds = tuple(EvalKind(k) for k in kinds)
+    searchable = ((Evaluation.kind == EvalKind.PROXY) & (Search.status == SearchStatus.RUNNING)) \
+        | ((Evaluation.kind == EvalKind.RETRAIN)
+           & Search.status.in_([SearchStatus.RUNNING, SearchStatus.FINISHED]))
+    pick = (select(Evaluation.id).join(Search, Search.id == Evaluation.search_id)
+            .where(Evaluation.status.in_([sql_value(x) for x in _CLAIMABLE]),
+                   Evaluation.kind.in_(kinds),
+                   Evaluation.attempts < Evaluation.max_attempts, searchable)
+            .order_by(Evaluation.id).limit(1)
+            .with_for_update(of=Evaluation, skip_locked=True))
+    if search_id is not None:
+        pick = pick.where(Evaluation.search_id == search_id)
+    row = session.execute(
+        update(Evaluation).where(Evaluation.id == pick.scalar_subquery())
+        .values(status=EvalStatus.RUNNING, worker_id=worker_id,
+                attempts=Evaluation.attempts + 1, lease_expires_at=func.now() + interval,
+                heartbeat_at=func.now(),
+                started_at=func.coalesce(Evaluation.started_at, func.now()))
+        .returning(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id,
+                   Evaluation.kind, Evaluation.attempts, Evaluation.max_attempts,
+                   Evaluation.lease_expires_at, Evaluation.params)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if row is None:
+        return None
+    session.execute(insert(EvaluationAttempt)
+                    .values(evaluation_id=row.id, attempt=row.attempts, worker_id=worker_id)
+                    .on_conflict_do_nothing())
+    graphs, order = session.execute(
+        select(CandidateRow.graphs, CandidateRow.branch_order)
+        .where(CandidateRow.id == row.candidate_id)).one()
+    return Lease(evaluation_id=row.id, candidate_id=row.candidate_id, search_id=row.search_id,
+                 kind=EvalKind(row.kind), worker_id=worker_id, attempt=row.attempts,
+                 max_attempts=row.max_attempts, lease_expires_at=row.lease_expires_at,
+                 candidate=_candidate_from(graphs, order), params=dict(row.params))
+
+
+def heartbeat(session: Session, lease: Lease,
+              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> datetime | None:
+    """Renew the lease to ``now() + lease_seconds``; the new expiry, or ``None`` if this
+    attempt no longer owns the evaluation (reaped, or already reported): stop working on it."""
+    return session.execute(
+        update(Evaluation).where(_owned(lease))
+        .values(lease_expires_at=func.now() + _lease_interval(lease_seconds),
+                heartbeat_at=func.now())
+        .returning(Evaluation.lease_expires_at)
+        .execution_options(synchronize_session=False)).scalar_one_or_none()
+
+
+def _close_attempt(session: Session, evaluation_id: int, attempt: int, outcome: AttemptOutcome,
+                   error: str | None = None) -> None:
+    session.execute(
+        update(EvaluationAttempt)
+        .where(EvaluationAttempt.evaluation_id == evaluation_id,
+               EvaluationAttempt.attempt == attempt, EvaluationAttempt.outcome.is_(None))
+        .values(ended_at=func.now(), outcome=outcome, error=error)
+        .execution_options(synchronize_session=False))
+
+
+def _not_owned_outcome(session: Session, lease: Lease,
+                       expected: AttemptOutcome) -> FinishOutcome:
+    """After an ownership test failed: was this attempt already reported the same way?"""
+    outcome = session.execute(
+        select(EvaluationAttempt.outcome)
+        .where(EvaluationAttempt.evaluation_id == lease.evaluation_id,
+               EvaluationAttempt.attempt == lease.attempt,
+               EvaluationAttempt.worker_id == lease.worker_id)).scalar_one_or_none()
+    return (FinishOutcome.ALREADY_RECORDED if outcome == expected
+            else FinishOutcome.LEASE_LOST)
+
+
+def _one_line(error: str) -> str:
+    return " ".join(str(error).split())[:4000]
+
+
+def finish_evaluation(session: Session, lease: Lease, *, fitness: float | None,
+                      metrics: Mapping[str, Any] | None = None,
+                      seconds: float | None = None) -> FinishOutcome:
+    """Record the result of the leased attempt.
+
+    ``fitness`` is the target metric (``None`` or non-finite: diverged, stored as NULL +
+    ``diverged``). For a proxy evaluation this also sets the candidate's fitness, gives it to
+    the candidate's waiting equivalents, counts ``evaluations_done``, updates the search's best
+    and finishes the search when the budget is complete.
+    """
+    value, kind = to_stored(fitness)
+    row = session.execute(
+        update(Evaluation).where(_owned(lease))
+        .values(status=EvalStatus.DONE, fitness=value, fitness_kind=kind,
+                metrics=_json_safe(metrics) if metrics is not None else None,
+                seconds=finite_or_none(seconds), finished_at=func.now(), error=None)
+        .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if row is None:
+        return _not_owned_outcome(session, lease, AttemptOutcome.DONE)
+    _close_attempt(session, lease.evaluation_id, lease.attempt, AttemptOutcome.DONE)
+    if EvalKind(row.kind) is not EvalKind.PROXY:
+        return FinishOutcome.RECORDED
+    session.execute(
+        update(CandidateRow).where(CandidateRow.id == row.candidate_id)
+        .values(status=CandidateStatus.EVALUATED, fitness=value, fitness_kind=kind,
+                evaluated_at=func.now())
+        .execution_options(synchronize_session=False))
+    session.execute(
+        update(CandidateRow)
+        .where(CandidateRow.equivalent_to_id == row.candidate_id,
+               CandidateRow.fitness_kind.is_(None))
+        .values(fitness=value, fitness_kind=kind, evaluated_at=func.now())
+        .execution_options(synchronize_session=False))
+    values: dict[str, Any] = {"evaluations_done": Search.evaluations_done + 1}
+    if value is not None:
+        # both SET expressions see the row as it was: best and its candidate stay consistent
+        better = Search.best_fitness.is_(None) | (Search.best_fitness < value)
+        values["best_fitness"] = case((better, value), else_=Search.best_fitness)
+        values["best_candidate_id"] = case((better, row.candidate_id),
+                                           else_=Search.best_candidate_id)
+    session.execute(update(Search).where(Search.id == row.search_id).values(**values)
+                    .execution_options(synchronize_session=False))
+    finish_search_if_complete(session, row.search_id)
+    return FinishOutcome.RECORDED
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics as JSON: non-finite floats become ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return finite_or_none(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
+
+
+def _fail_for_good(session: Session, failed: Iterable[tuple[int, int, EvalKind]]) -> None:
+    """Candidates of proxy evaluations out of attempts: ``failed``; their slots given back."""
+    per_search: dict[int, int] = {}
+    for candidate_id, search_id, kind in failed:
+        if kind is not EvalKind.PROXY:
+            continue
+        session.execute(update(CandidateRow).where(CandidateRow.id == candidate_id)
+                        .values(status=CandidateStatus.FAILED)
+                        .execution_options(synchronize_session=False))
+        per_search[search_id] = per_search.get(search_id, 0) + 1
+    for search_id, count in sorted(per_search.items()):  # fixed order: no lock cycles
+        release_proxy_slot(session, search_id, count)
+
+
+def fail_evaluation(session: Session, lease: Lease, error: str, *,
+                    retry: bool = True) -> FinishOutcome:
+    """Record that the leased attempt failed with ``error`` (one line is kept).
+
+    With ``retry`` and attempts left the evaluation is queued again; otherwise it is
+    ``failed`` (a proxy evaluation then gives its budget slot back).
+    """
+    message = _one_line(error)
+    if retry:
+        out_of_attempts = Evaluation.attempts >= Evaluation.max_attempts
+        status: Any = case((out_of_attempts, EvalStatus.FAILED.value),
+                           else_=EvalStatus.QUEUED.value)
+        finished: Any = case((out_of_attempts, func.now()), else_=None)
+    else:
+        status, finished = EvalStatus.FAILED, func.now()
+    row = session.execute(
+        update(Evaluation).where(_owned(lease))
+        .values(status=status, error=message, finished_at=finished)
+        .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
+                   Evaluation.status)
+        .execution_options(synchronize_session=False)).one_or_none()
+    if row is None:
+        return _not_owned_outcome(session, lease, AttemptOutcome.ERROR)
+    _close_attempt(session, lease.evaluation_id, lease.attempt, AttemptOutcome.ERROR, message)
+    if EvalStatus(row.status) is EvalStatus.FAILED:
+        _fail_for_good(session, [(row.candidate_id, row.search_id, EvalKind(row.kind))])
+    return FinishOutcome.RECORDED
+
+
+def reap_expired_leases(session: Session, *, limit: int = 100) -> list[ReapedEvaluation]:
+    """Take back up to ``limit`` evaluations whose lease expired (database clock).
+
+    Each becomes ``stale`` (claimable again) or, when its ``max_attempts`` claims are used up,
+    ``failed``; the attempt is closed as ``lease_expired`` in the history. Rows another
+    transaction holds (e.g. a heartbeat in flight) are skipped.
+    """
+    expired = (select(Evaluation.id)
+               .where(Evaluation.status == sql_value(EvalStatus.RUNNING),
+                      Evaluation.lease_expires_at < func.now())
+               .order_by(Evaluation.lease_expires_at).limit(limit)
+               .with_for_update(skip_locked=True))
+    out_of_attempts = Evaluation.attempts >= Evaluation.max_attempts
+    rows = session.execute(
+        update(Evaluation).where(Evaluation.id.in_(expired.scalar_subquery()))
+        .values(status=case((out_of_attempts, EvalStatus.FAILED.value),
+                            else_=EvalStatus.STALE.value),
+                error=func.concat("lease expired (worker ", Evaluation.worker_id,
+                                  ", attempt ", Evaluation.attempts, ")"),
+                finished_at=case((out_of_attempts, func.now()), else_=None))
+        .returning(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id,
+                   Evaluation.attempts, Evaluation.worker_id, Evaluation.status,
+                   Evaluation.kind)
+        .execution_options(synchronize_session=False)).all()
+    if not rows:
+        return []
+    session.execute(
+        update(EvaluationAttempt)
+        .where(tuple_(EvaluationAttempt.evaluation_id, EvaluationAttempt.attempt)
+               .in_([(r.id, r.attempts) for r in rows]),
+               EvaluationAttempt.outcome.is_(None))
+        .values(ended_at=func.now(), outcome=AttemptOutcome.LEASE_EXPIRED,
+                error="lease expired")
+        .execution_options(synchronize_session=False))
+    _fail_for_good(session, [(r.candidate_id, r.search_id, EvalKind(r.kind)) for r in rows
+                             if EvalStatus(r.status) is EvalStatus.FAILED])
+    for search_id in sorted({r.search_id for r in rows}):
+        finish_search_if_complete(session, search_id)
+    return [ReapedEvaluation(r.id, r.candidate_id, r.search_id, r.attempts, r.worker_id,
+                             EvalStatus(r.status)) for r in rows]
+
+
+def record_steps(session: Session, lease: Lease,
+                 steps: Iterable[tuple[int, float | None]]) -> bool:
+    """Store ``(step, loss)`` points of the leased run's loss curve (non-finite loss: NULL).
+
+    Idempotent (a step written twice keeps the last value). ``False``, and nothing written, if
+    the attempt no longer owns the evaluation.
+    """
+    owned = session.execute(select(Evaluation.id).where(_owned(lease))).scalar_one_or_none()
+    if owned is None:
+        return False
+    rows = [{"evaluation_id": lease.evaluation_id, "step": int(s),
+             "loss": finite_or_none(loss)} for s, loss in steps]
+    if rows:
+        stmt = insert(EvaluationStep)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[EvaluationStep.evaluation_id, EvaluationStep.step],
+            set_={"loss": stmt.excluded.loss}), rows)
+    return True
+
+
+def _eval_record(r: Evaluation) -> EvaluationRecord:
+    return EvaluationRecord(
+        id=r.id, candidate_id=r.candidate_id, search_id=r.search_id, kind=EvalKind(r.kind),
+        status=EvalStatus(r.status), worker_id=r.worker_id, attempts=r.attempts,
+        max_attempts=r.max_attempts, lease_expires_at=r.lease_expires_at,
+        heartbeat_at=r.heartbeat_at, error=r.error, metrics=r.metrics,
+        fitness=from_stored(r.fitness, r.fitness_kind),
+        fitness_kind=None if r.fitness_kind is None else FitnessKind(r.fitness_kind),
+        seconds=r.seconds, params=dict(r.params), queued_at=r.queued_at,
+        started_at=r.started_at, finished_at=r.finished_at)
+
+
+def get_evaluation(session: Session, evaluation_id: int) -> EvaluationRecord:
+    """The evaluation; :class:`NotFound` if there is none with this id."""
+    row = session.get(Evaluation, evaluation_id)
+    if row is None:
+        raise NotFound(f"evaluation {evaluation_id} does not exist")
+    return _eval_record(row)
+
+
+def evaluations_of(session: Session, *, search_id: int | None = None,
+                   candidate_id: int | None = None,
+                   status: EvalStatus | None = None) -> list[EvaluationRecord]:
+    """Evaluations of a search or a candidate (optionally with ``status``), oldest first."""
+    stmt = select(Evaluation).order_by(Evaluation.id)
+    if search_id is not None:
+        stmt = stmt.where(Evaluation.search_id == search_id)
+    if candidate_id is not None:
+        stmt = stmt.where(Evaluation.candidate_id == candidate_id)
+    if status is not None:
+        stmt = stmt.where(Evaluation.status == status)
+    return [_eval_record(r) for r in session.execute(stmt).scalars()]
+
+
+def evaluation_attempts(session: Session, evaluation_id: int) -> list[AttemptRecord]:
+    """The retry history of an evaluation, first attempt first."""
+    rows = session.execute(select(EvaluationAttempt)
+                           .where(EvaluationAttempt.evaluation_id == evaluation_id)
+                           .order_by(EvaluationAttempt.attempt)).scalars()
+    return [AttemptRecord(r.evaluation_id, r.attempt, r.worker_id, r.started_at, r.ended_at,
+                          None if r.outcome is None else AttemptOutcome(r.outcome), r.error)
+            for r in rows]
+
+
+def evaluation_steps(session: Session, evaluation_id: int) -> list[tuple[int, float | None]]:
+    """The loss curve ``(step, loss)`` of an evaluation, in step order."""
+    rows = session.execute(select(EvaluationStep.step, EvaluationStep.loss)
+                           .where(EvaluationStep.evaluation_id == evaluation_id)
+                           .order_by(EvaluationStep.step)).all()
+    return [(r.step, r.loss) for r in rows]

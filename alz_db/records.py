@@ -1,0 +1,224 @@
+"""Frozen records the repositories return (never ORM rows): plain values, safe to keep after
+the transaction that read them has ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from alz_core.config import EvolutionConfig, RejectionConfig, SearchSpaceConfig
+from alz_core.evolution import Candidate, Individual
+from alz_core.mutation import MutationKind
+
+from .enums import (
+    AttemptOutcome,
+    CandidateStatus,
+    EvalKind,
+    EvalStatus,
+    FitnessKind,
+    SearchStatus,
+    SubmitOutcome,
+    WorkerStatus,
+)
+
+
+@dataclass(frozen=True)
+class SearchInfo:
+    """A search and its progress counters."""
+
+    id: int
+    name: str
+    task: str
+    metric: str
+    config: dict[str, Any]  # {"evolution": ..., "rejection": ..., "space": ..., "extra": ...}
+    seed: int
+    budget: int
+    status: SearchStatus
+    evaluations_reserved: int
+    evaluations_done: int
+    candidates: int
+    rejection_checks: int
+    rejections: int
+    best_fitness: float | None
+    best_candidate_id: int | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def evolution(self) -> EvolutionConfig:
+        return EvolutionConfig(**self.config["evolution"])
+
+    @property
+    def rejection(self) -> RejectionConfig:
+        return RejectionConfig(**self.config["rejection"])
+
+    @property
+    def space(self) -> SearchSpaceConfig:
+        return SearchSpaceConfig(**self.config["space"])
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Options of the proxy task etc., stored as given."""
+        return dict(self.config.get("extra", {}))
+
+    @property
+    def rejection_rate(self) -> float | None:
+        return self.rejections / self.rejection_checks if self.rejection_checks else None
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """A stored candidate; :attr:`individual` is its ``alz_core`` view."""
+
+    id: int
+    search_id: int
+    candidate: Candidate
+    formula: str
+    structural_hash: str
+    fingerprint: str | None
+    parent_id: int | None
+    mutation: MutationKind
+    generation: int
+    status: CandidateStatus
+    fitness: float | None  # None: diverged, or not known yet (see fitness_kind)
+    fitness_kind: FitnessKind | None
+    equivalent_to: int | None
+    created_at: datetime
+    evaluated_at: datetime | None
+    worker_id: int | None
+
+    @property
+    def individual(self) -> Individual:
+        return Individual(self.id, self.candidate, self.fitness, self.parent_id, self.mutation,
+                          self.generation, self.fingerprint, self.equivalent_to)
+
+
+@dataclass(frozen=True)
+class Representative:
+    """The candidate that stands for a fingerprint class of a search."""
+
+    candidate_id: int
+    status: CandidateStatus
+    fitness: float | None
+    fitness_kind: FitnessKind | None
+
+    @property
+    def has_fitness(self) -> bool:
+        return self.fitness_kind is not None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What happened to a child handed to :func:`alz_db.submit_candidate`."""
+
+    outcome: SubmitOutcome
+    candidate_id: int | None  # None when the budget was exhausted (nothing stored)
+    evaluation_id: int | None = None  # the queued proxy evaluation (QUEUED)
+    equivalent_to: int | None = None  # the representative (EQUIVALENT)
+    fitness: float | None = None  # the reused fitness, when already known (EQUIVALENT)
+    fitness_kind: FitnessKind | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed evaluation: the worker owns it until ``lease_expires_at`` (database clock)
+    unless it renews it with :func:`alz_db.heartbeat`. ``attempt`` identifies this claim."""
+
+    evaluation_id: int
+    candidate_id: int
+    search_id: int
+    kind: EvalKind
+    worker_id: int
+    attempt: int
+    max_attempts: int
+    lease_expires_at: datetime
+    candidate: Candidate
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReapedEvaluation:
+    """An evaluation whose lease expired, as handled by :func:`alz_db.reap_expired_leases`."""
+
+    evaluation_id: int
+    candidate_id: int
+    search_id: int
+    attempt: int
+    worker_id: int | None
+    status: EvalStatus  # STALE (claimable again) or FAILED (out of attempts)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    id: int
+    candidate_id: int
+    search_id: int
+    kind: EvalKind
+    status: EvalStatus
+    worker_id: int | None
+    attempts: int
+    max_attempts: int
+    lease_expires_at: datetime | None
+    heartbeat_at: datetime | None
+    error: str | None
+    metrics: dict[str, Any] | None
+    fitness: float | None
+    fitness_kind: FitnessKind | None
+    seconds: float | None
+    params: dict[str, Any]
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    evaluation_id: int
+    attempt: int
+    worker_id: int | None
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: AttemptOutcome | None  # None: still running
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: int
+    host: str
+    pid: int
+    device: str
+    search_id: int | None
+    status: WorkerStatus
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    rank: int  # 1 = best; ties broken by the older candidate
+    candidate_id: int
+    formula: str
+    fitness: float | None  # None: diverged
+    fitness_kind: FitnessKind
+    generation: int
+    mutation: MutationKind
+    parent_id: int | None
+    fingerprint: str | None
+    evaluated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LineageEntry:
+    candidate_id: int
+    parent_id: int | None
+    generation: int
+    mutation: MutationKind
+    status: CandidateStatus
+    fitness: float | None
+    fitness_kind: FitnessKind | None
+    formula: str

@@ -1,0 +1,82 @@
+"""Worker processes: registration, heartbeat, clean stop, and marking silent ones lost.
+
+A worker's heartbeat here is about the process (for status pages and operators); the leases of
+:mod:`alz_db.queue` are what protects the work, and they are renewed separately.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from .enums import WorkerStatus
+from .errors import InvalidInput, NotFound
+from .models import Worker
+from .records import WorkerRecord
+
+
+def _record(r: Worker) -> WorkerRecord:
+    return WorkerRecord(r.id, r.host, r.pid, r.device, r.search_id, WorkerStatus(r.status),
+                        r.started_at, r.heartbeat_at, r.stopped_at)
+
+
+def register_worker(session: Session, host: str, pid: int, device: str,
+                    search_id: int | None = None) -> int:
+    """Insert a running worker; return its id (used to claim work and sign candidates)."""
+    if not host or not device:
+        raise InvalidInput(f"worker host={host!r} device={device!r} is invalid: expected "
+                           f"non-empty strings")
+    return session.execute(
+        insert(Worker).values(host=host[:255], pid=int(pid), device=device[:64],
+                              search_id=search_id)
+        .returning(Worker.id)).scalar_one()
+
+
+def worker_heartbeat(session: Session, worker_id: int) -> bool:
+    """Record that the worker is alive; ``False`` if it is not ``running`` any more (it was
+    marked lost or stopped: the process should stop, or register again)."""
+    row = session.execute(
+        update(Worker).where(Worker.id == worker_id, Worker.status == WorkerStatus.RUNNING)
+        .values(heartbeat_at=func.now()).returning(Worker.id)
+        .execution_options(synchronize_session=False)).scalar_one_or_none()
+    return row is not None
+
+
+def stop_worker(session: Session, worker_id: int) -> None:
+    """Mark the worker stopped (clean shutdown). Its leases are not touched: a worker should
+    finish or fail its evaluation before stopping, else the reaper takes it back."""
+    session.execute(update(Worker).where(Worker.id == worker_id)
+                    .values(status=WorkerStatus.STOPPED, stopped_at=func.now())
+                    .execution_options(synchronize_session=False))
+
+
+def mark_lost_workers(session: Session, silent_seconds: float) -> list[int]:
+    """Running workers whose last heartbeat is older than ``silent_seconds`` (database
+    clock) become ``lost``; return their ids."""
+    if not silent_seconds > 0:
+        raise InvalidInput(f"silent_seconds={silent_seconds!r} is invalid: expected a "
+                           f"positive number")
+    rows = session.execute(
+        update(Worker)
+        .where(Worker.status == WorkerStatus.RUNNING,
+               Worker.heartbeat_at < func.now() - timedelta(seconds=silent_seconds))
+        .values(status=WorkerStatus.LOST, stopped_at=func.now()).returning(Worker.id)
+        .execution_options(synchronize_session=False)).scalars()
+    return sorted(rows)
+
+
+def get_worker(session: Session, worker_id: int) -> WorkerRecord:
+    row = session.get(Worker, worker_id)
+    if row is None:
+        raise NotFound(f"worker {worker_id} does not exist")
+    return _record(row)
+
+
+def list_workers(session: Session, status: WorkerStatus | None = None) -> list[WorkerRecord]:
+    stmt = select(Worker).order_by(Worker.id)
+    if status is not None:
+        stmt = stmt.where(Worker.status == status)
+    return [_record(r) for r in session.execute(stmt).scalars()]

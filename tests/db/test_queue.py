@@ -1,0 +1,265 @@
+"""The worker protocol: atomic budget, SKIP LOCKED claims, leases on the database clock,
+idempotent results, reaping with retry history."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import text, update
+
+from alz_db import (
+    AttemptOutcome,
+    CandidateStatus,
+    EvalKind,
+    EvalStatus,
+    FinishOutcome,
+    SearchStatus,
+    SubmitOutcome,
+    claim_evaluation,
+    create_search,
+    evaluation_attempts,
+    evaluation_steps,
+    fail_evaluation,
+    finish_evaluation,
+    get_candidate,
+    get_evaluation,
+    get_search,
+    heartbeat,
+    make_session_factory,
+    queue_evaluation,
+    reap_expired_leases,
+    record_steps,
+    register_worker,
+    reserve_proxy_slot,
+    run_in_transaction,
+    session_scope,
+    stop_search,
+    submit_candidate,
+)
+from alz_db.models import Evaluation
+
+from .builders import FORMULAS, cand
+
+
+def _search(sessions, name: str, budget: int, queued: int = 0,
+            max_attempts: int = 3) -> tuple[int, list[int]]:
+    """A running search with ``queued`` submitted (distinct-class) candidates."""
+    with session_scope(sessions) as s:
+        sid = create_search(s, name, "seg", "miou", evolution={"budget": budget},
+                            start=True).id
+        subs = [submit_candidate(s, sid, cand(FORMULAS[i % len(FORMULAS)]),
+                                 fingerprint=f"{name}-{i}", max_attempts=max_attempts)
+                for i in range(queued)]
+    assert all(x.outcome is SubmitOutcome.QUEUED for x in subs)
+    return sid, [x.candidate_id for x in subs]
+
+
+def _expire(sessions, evaluation_id: int) -> None:
+    """Move a lease into the past on the database clock (instead of sleeping)."""
+    with session_scope(sessions) as s:
+        s.execute(update(Evaluation).where(Evaluation.id == evaluation_id)
+                  .values(lease_expires_at=text("now() - interval '1 second'")))
+
+
+def _run_threads(n: int, target) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def wrapped(i: int) -> None:
+        try:
+            barrier.wait(10)
+            target(i)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+def test_racing_reservations_never_exceed_the_budget(race_engine, sessions,
+                                                     unique_name) -> None:
+    sid, _ = _search(sessions, unique_name, budget=25)
+    factory = make_session_factory(race_engine)
+    granted = Counter()
+
+    def reserve(i: int) -> None:
+        for _ in range(10):  # 8 workers x 10 tries = 80 asks for 25 slots
+            if run_in_transaction(factory, reserve_proxy_slot, sid):
+                granted[i] += 1
+
+    assert _run_threads(8, reserve) == []
+    assert sum(granted.values()) == 25
+    with session_scope(sessions) as s:
+        assert get_search(s, sid).evaluations_reserved == 25
+
+
+def test_two_claimers_never_claim_the_same_evaluation(race_engine, sessions,
+                                                      unique_name) -> None:
+    sid, _ = _search(sessions, unique_name, budget=30, queued=30)
+    factory = make_session_factory(race_engine)
+    with session_scope(sessions) as s:
+        workers = [register_worker(s, "race", os.getpid(), f"cpu{i}") for i in range(4)]
+    claimed: list[tuple[int, int]] = []
+
+    def claim(i: int) -> None:
+        while True:
+            lease = run_in_transaction(factory, claim_evaluation, workers[i], search_id=sid)
+            if lease is None:
+                return
+            claimed.append((lease.evaluation_id, workers[i]))
+
+    assert _run_threads(4, claim) == []
+    ids = [e for e, _ in claimed]
+    assert len(ids) == 30 and len(set(ids)) == 30  # every one claimed, none twice
+    with session_scope(sessions) as s:
+        for eid, wid in claimed:
+            ev = get_evaluation(s, eid)
+            assert (ev.status, ev.worker_id, ev.attempts) == (EvalStatus.RUNNING, wid, 1)
+
+
+def test_claim_heartbeat_finish_is_idempotent(sessions, unique_name, worker_id) -> None:
+    sid, (rep,) = _search(sessions, unique_name, budget=1, queued=1)
+    with session_scope(sessions) as s:
+        twin = submit_candidate(s, sid, cand("-y*log(yhat+0)"), fingerprint=f"{unique_name}-0",
+                                parent_id=rep, generation=1)
+    assert twin.outcome is SubmitOutcome.EQUIVALENT and twin.fitness is None
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid, lease_seconds=30)
+    assert lease is not None and lease.attempt == 1 and lease.candidate == cand(FORMULAS[0])
+    with session_scope(sessions) as s:
+        db_now = s.execute(text("SELECT now()")).scalar_one()
+        renewed = heartbeat(s, lease, lease_seconds=120)
+        assert renewed is not None and (renewed - db_now).total_seconds() > 100
+        assert record_steps(s, lease, [(0, 2.5), (1, float("nan")), (2, 1.25)])
+        assert record_steps(s, lease, [(2, 1.0)])  # a step written twice keeps the last
+    metrics = {"miou": 0.8125, "biou": float("nan"), "per_class": [0.5, float("inf")]}
+    with session_scope(sessions) as s:
+        assert finish_evaluation(s, lease, fitness=0.8125, metrics=metrics,
+                                 seconds=12.5) is FinishOutcome.RECORDED
+    with session_scope(sessions) as s:  # the same report again (e.g. a retried commit)
+        assert finish_evaluation(s, lease, fitness=0.8125) is FinishOutcome.ALREADY_RECORDED
+        assert fail_evaluation(s, lease, "late") is FinishOutcome.LEASE_LOST
+        assert heartbeat(s, lease) is None
+    with session_scope(sessions) as s:
+        info = get_search(s, sid)
+        ev = get_evaluation(s, lease.evaluation_id)
+        rep_rec, twin_rec = get_candidate(s, rep), get_candidate(s, twin.candidate_id)
+        steps = evaluation_steps(s, lease.evaluation_id)
+        history = evaluation_attempts(s, lease.evaluation_id)
+    assert (info.evaluations_done, info.best_fitness, info.best_candidate_id) == (1, 0.8125, rep)
+    assert info.status is SearchStatus.FINISHED and info.finished_at is not None
+    assert ev.status is EvalStatus.DONE and ev.metrics == {"miou": 0.8125, "biou": None,
+                                                            "per_class": [0.5, None]}
+    assert rep_rec.status is CandidateStatus.EVALUATED and rep_rec.fitness == 0.8125
+    assert twin_rec.fitness == 0.8125  # the waiting equivalent got its class's fitness
+    assert steps == [(0, 2.5), (1, None), (2, 1.0)]
+    assert [(a.attempt, a.outcome) for a in history] == [(1, AttemptOutcome.DONE)]
+
+
+def test_a_reaped_lease_is_requeued_with_its_history(sessions, unique_name,
+                                                     worker_id) -> None:
+    sid, (cid,) = _search(sessions, unique_name, budget=1, queued=1, max_attempts=2)
+    with session_scope(sessions) as s:
+        other = register_worker(s, "node-2", 4242, "cuda:1")
+        first = claim_evaluation(s, worker_id, search_id=sid)
+    assert first is not None
+    with session_scope(sessions) as s:  # not expired yet: nothing to reap
+        assert [r for r in reap_expired_leases(s) if r.search_id == sid] == []
+    _expire(sessions, first.evaluation_id)  # the worker died: no heartbeat came
+    with session_scope(sessions) as s:
+        reaped = [r for r in reap_expired_leases(s) if r.search_id == sid]
+    assert [(r.evaluation_id, r.attempt, r.worker_id, r.status) for r in reaped] == [
+        (first.evaluation_id, 1, worker_id, EvalStatus.STALE)]
+    with session_scope(sessions) as s:
+        # the dead worker's late reports change nothing
+        assert heartbeat(s, first) is None
+        assert finish_evaluation(s, first, fitness=0.9) is FinishOutcome.LEASE_LOST
+        second = claim_evaluation(s, other, search_id=sid)
+    assert second is not None and second.evaluation_id == first.evaluation_id
+    assert second.attempt == 2 and second.worker_id == other
+    _expire(sessions, second.evaluation_id)
+    with session_scope(sessions) as s:  # out of attempts: failed, slot given back
+        [last] = [r for r in reap_expired_leases(s) if r.search_id == sid]
+        assert last.status is EvalStatus.FAILED
+        info = get_search(s, sid)
+        history = evaluation_attempts(s, first.evaluation_id)
+        ev = get_evaluation(s, first.evaluation_id)
+        assert claim_evaluation(s, worker_id, search_id=sid) is None
+        assert get_candidate(s, cid).status is CandidateStatus.FAILED
+    assert [(a.attempt, a.worker_id, a.outcome) for a in history] == [
+        (1, worker_id, AttemptOutcome.LEASE_EXPIRED), (2, other, AttemptOutcome.LEASE_EXPIRED)]
+    assert all(a.ended_at is not None for a in history)
+    assert ev.attempts == 2 and "lease expired" in ev.error
+    assert (info.evaluations_reserved, info.evaluations_done) == (0, 0)
+    assert info.status is SearchStatus.RUNNING  # the slot can be used by another candidate
+
+
+def test_failures_retry_up_to_max_attempts(sessions, unique_name, worker_id) -> None:
+    sid, (cid,) = _search(sessions, unique_name, budget=2, queued=1, max_attempts=2)
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+        assert fail_evaluation(s, lease, "CUDA out of\nmemory") is FinishOutcome.RECORDED
+    with session_scope(sessions) as s:
+        assert fail_evaluation(s, lease, "again") is FinishOutcome.ALREADY_RECORDED
+        assert get_evaluation(s, lease.evaluation_id).status is EvalStatus.QUEUED
+        lease2 = claim_evaluation(s, worker_id, search_id=sid)
+        assert lease2.attempt == 2
+        assert fail_evaluation(s, lease2, "boom") is FinishOutcome.RECORDED
+    with session_scope(sessions) as s:
+        ev = get_evaluation(s, lease.evaluation_id)
+        history = evaluation_attempts(s, lease.evaluation_id)
+        assert get_search(s, sid).evaluations_reserved == 0
+        assert get_candidate(s, cid).status is CandidateStatus.FAILED
+    assert ev.status is EvalStatus.FAILED and ev.error == "boom"
+    assert [(a.outcome, a.error) for a in history] == [
+        (AttemptOutcome.ERROR, "CUDA out of memory"), (AttemptOutcome.ERROR, "boom")]
+
+
+def test_diverged_training_is_a_result_not_a_failure(sessions, unique_name,
+                                                     worker_id) -> None:
+    sid, (cid,) = _search(sessions, unique_name, budget=3, queued=1)
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+        assert finish_evaluation(s, lease, fitness=math.nan) is FinishOutcome.RECORDED
+    with session_scope(sessions) as s:
+        info = get_search(s, sid)
+        rec = get_candidate(s, cid)
+    assert info.evaluations_done == 1 and info.best_fitness is None
+    assert rec.status is CandidateStatus.EVALUATED and rec.fitness is None
+    assert rec.fitness_kind.value == "diverged"
+
+
+def test_only_running_searches_hand_out_work(sessions, unique_name, worker_id) -> None:
+    sid, (cid,) = _search(sessions, unique_name, budget=2, queued=1)
+    with session_scope(sessions) as s:
+        stop_search(s, sid)
+        assert claim_evaluation(s, worker_id, search_id=sid) is None
+        assert not reserve_proxy_slot(s, sid)
+        # re-trainings are not budgeted and wait for the search like proxy runs
+        retrain = queue_evaluation(s, cid, EvalKind.RETRAIN, params={"epochs": 30})
+        assert claim_evaluation(s, worker_id, search_id=sid) is None
+    with session_scope(sessions) as s:
+        s.execute(text("UPDATE search SET status = 'finished' WHERE id = :i"), {"i": sid})
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+    assert lease is not None and lease.evaluation_id == retrain
+    assert lease.kind is EvalKind.RETRAIN and lease.params == {"epochs": 30}
+    with session_scope(sessions) as s:
+        assert finish_evaluation(s, lease, fitness=0.7) is FinishOutcome.RECORDED
+        assert get_search(s, sid).evaluations_done == 0  # re-trainings use no budget
+
+
+def test_invalid_lease_length(sessions, worker_id) -> None:
+    from alz_db import InvalidInput
+
+    with pytest.raises(InvalidInput, match="lease_seconds=0 is invalid"), \
+            session_scope(sessions) as s:
+        claim_evaluation(s, worker_id, lease_seconds=0)
