@@ -262,20 +262,28 @@ int alz_reject_run(float *z, float *buf, int N, int H, int W, int C, float *cons
           }
         }
       }
-      /* softmax backward, gradient check, momentum SGD */
+      /* softmax backward (in place in gp), gradient check, momentum SGD: flat loops over the
+       * block so that they vectorise */
       for (long q = 0; q < npx; q++) {
-        const float *pq = p + q * C, *gq = gp + q * C;
+        const float *pq = p + q * C;
+        float *gq = gp + q * C;
         float dot = 0.0f;
         for (int c = 0; c < C; c++) dot += pq[c] * gq[c];
-        for (int c = 0; c < C; c++) {
-          const long i = q * C + c;
-          const float gz = pq[c] * (gq[c] - dot);
-          if (!(fabsf(gz) <= 3.4028235e38f)) bad = 1; /* NaN or inf */
-          else if (fabsf(gz) > gmax) gmax = fabsf(gz);
-          bb[i] = it == 0 ? gz : momentum * bb[i] + gz;
-          zb[i] -= lr * bb[i];
-        }
+        for (int c = 0; c < C; c++) gq[c] = pq[c] * (gq[c] - dot);
       }
+      int bad_block = 0;
+      float gmax_block = 0.0f;
+      for (long i = 0; i < m; i++) {
+        const float a = fabsf(gp[i]);
+        bad_block |= !(a <= 3.4028235e38f); /* NaN or inf */
+        gmax_block = a > gmax_block ? a : gmax_block;
+      }
+      bad |= bad_block;
+      gmax = gmax_block > gmax ? gmax_block : gmax;
+      if (it == 0)
+        for (long i = 0; i < m; i++) { bb[i] = gp[i]; zb[i] -= lr * bb[i]; }
+      else
+        for (long i = 0; i < m; i++) { bb[i] = momentum * bb[i] + gp[i]; zb[i] -= lr * bb[i]; }
     }
     if (!(fabs(loss) <= 3.4028234663852886e38) || bad) { *status = 1; it++; break; }
     if (it == 0 && gmax == 0.0f) { *status = 2; it++; break; }
