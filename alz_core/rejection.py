@@ -9,7 +9,7 @@ Two implementations share one definition of the verdict:
 
 * :func:`check_plain` is the reference: a plain PyTorch loop (``torch.optim.SGD`` on the logits,
   autograd, every iteration run), the way published re-implementations do it.
-* :func:`check` is the engine. It computes the same SGD trajectory (the same update formula as
+* :func:`check` is the engine. It runs the same SGD iterations (the same update formula as
   ``torch.optim.SGD``) and stops early only when the rest of the run cannot change the verdict:
 
   - the loss or its gradient is non-finite (the verdict is ``non_finite`` whatever follows);
@@ -35,7 +35,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -332,7 +332,8 @@ def check_many(graphs: Sequence[LossGraph], problem: DenseRejectionProblem,
 
     On CPU, one single-threaded process per core beats one process whose tensor ops are split
     over the cores (the per-op tensors here are too small to parallelise well); the samples are
-    sent once per worker. ``workers=1`` runs in this process.
+    sent once per worker. ``workers=1`` runs in this process. The results are in the order of
+    ``graphs``; ``progress(index, result)`` is called as each one completes.
     """
     workers = default_workers() if workers is None else workers
     results: list[RejectionResult] = []
@@ -346,13 +347,26 @@ def check_many(graphs: Sequence[LossGraph], problem: DenseRejectionProblem,
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
+    # longest first (pooling and whole-tensor means cost the most), so that no core idles at
+    # the end waiting for one slow candidate; results still come back in input order
+    order = sorted(range(len(graphs)), key=lambda i: -_expected_cost(graphs[i]))
+    out: list[RejectionResult | None] = [None] * len(graphs)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(problem,)) as pool:
-        for r in pool.map(_worker_check, graphs, chunksize=1):
-            results.append(r)
+        futures = {pool.submit(_worker_check, graphs[i]): i for i in order}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            out[i] = fut.result()
             if progress:
-                progress(len(results) - 1, r)
-    return results
+                progress(i, out[i])
+    return [r for r in out if r is not None]
+
+
+def _expected_cost(graph: LossGraph) -> float:
+    """A rough relative cost of checking ``graph`` (for scheduling only)."""
+    ops = set(graph.ops)
+    return graph.size + (20 if "mean_nhw" in ops else 0) + (10 if ops & {"maxpool", "minpool"}
+                                                             else 0)
 
 
 def with_config(problem: DenseRejectionProblem, **changes) -> DenseRejectionProblem:

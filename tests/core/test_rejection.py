@@ -246,7 +246,8 @@ def test_check_many_keeps_order_and_verdicts(problem) -> None:
         for a, b in zip(results, one_by_one):
             same_verdict(a, b)
             assert a.stop is b.stop
-    assert seen == [0, 1, 2, 3, 0, 1, 2, 3]
+    # in process: in order; on workers: each index once, as candidates complete
+    assert seen[:4] == [0, 1, 2, 3] and sorted(seen[4:]) == [0, 1, 2, 3]
 
 
 # --- inputs ------------------------------------------------------------------------------------
