@@ -36,8 +36,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[install] creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-PIP="$VENV/bin/pip --disable-pip-version-check"
-export PIP_PROGRESS_BAR=off
+export PIP_PROGRESS_BAR=off PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip warns once per package about index folders of this machine's pip config that do not
+# hold it; those lines say nothing about the install
+pip_() { "$VENV/bin/pip" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+PIP=pip_
 
 echo "[install] torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
 $PIP install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
