@@ -1,0 +1,557 @@
+"""The search worker loop (DESIGN.md section 8): one process = one ``worker`` row.
+
+:func:`run_worker` repeats, until stopped:
+
+1. now and then (every ``lease_seconds / 2``): reap expired leases (database clock) and mark
+   workers that stopped heart-beating as lost;
+2. claim a queued or stale evaluation (the claim commits at once); if there is one, build the
+   search's task (cached per search), train **with no transaction open**, while a background
+   thread renews the lease; then record the loss curve and the result in one short unit of work
+   (:func:`alz_db.record_steps` + :func:`alz_db.finish_evaluation`, both guarded by the lease, so
+   a retry after an unknown commit outcome changes nothing);
+3. else run one evolution step for a running search with budget left: read the population;
+   an initial random candidate while the search has fewer than K candidates (or no evaluated
+   individual yet), else tournament + mutation; rejection protocol and gradient fingerprint run
+   outside any transaction; then :func:`alz_db.submit_candidate` stores the rejections and
+   either links the child to an equivalent representative or reserves a proxy slot atomically;
+4. nothing to do: wait ``poll_seconds`` (or return, with ``idle_exit``, once no selected search
+   is running).
+
+Contracts and choices:
+
+* **Seeding.** The worker draws every random choice for a search from one generator,
+  ``numpy.random.default_rng([search.seed, rank])``, created the first time it works on the
+  search. ``rank`` is the number of *running* workers registered before this one (smaller id)
+  that serve this search (``worker.search_id`` equal to it, or NULL = all searches). A lone
+  worker has rank 0, whatever its database id, so a search run from start to end by a single
+  worker is reproducible from its seed (same candidates, parents and, since proxy runs are
+  seeded with ``search.seed`` too, the same fitnesses on CPU). Concurrent workers get distinct
+  ranks and hence distinct streams. Proxy runs use ``seed=search.seed`` for every candidate
+  (same initial weights and data order: fitnesses are comparable).
+* **Shutdown.** When ``stop`` is set the worker stops within one training iteration (or one
+  rejection check): a proxy run in progress is abandoned and its evaluation is handed back at
+  once with :func:`alz_db.fail_evaluation` (``retry=True``: re-queued, error "worker N stopped",
+  kept in the attempt history) rather than left to expire, so another worker can take it
+  immediately. This uses one of the evaluation's ``max_attempts`` claims. If the database is
+  unreachable at that moment the lease simply expires and the reaper re-queues it. The worker
+  row is then marked ``stopped``.
+* **Lost lease.** If a heartbeat finds the lease gone (reaped after a stall), the proxy run is
+  abandoned at the next iteration and nothing is recorded (the newer attempt owns the row).
+* **Database outages.** Every unit of work goes through :func:`alz_db.run_in_transaction`
+  (bounded retries with jitter); if those are exhausted the worker keeps retrying with a pause
+  for up to ``max_outage_seconds`` before giving up, so a PostgreSQL restart of a few seconds
+  (or a minute) loses nothing: a finished result is kept in memory until it is recorded or the
+  lease is lost.
+* **Task settings** come from the search config's ``extra`` (see :data:`EXTRA_KEYS`); unknown
+  keys are ignored. A task that cannot be built (bad path or value) fails the search with a
+  one-line reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from alz_core.equivalence import combine_fingerprints
+from alz_core.evolution import (
+    Candidate,
+    SearchExhausted,
+    child_candidate,
+    initial_candidate,
+    tournament_select,
+)
+from alz_core.graph import LossGraph
+from alz_core.mutation import MutationKind
+from alz_core.rejection import RejectionResult, check
+
+from .candidates import read_population, record_rejections, submit_candidate
+from .engine import make_engine, make_session_factory
+from .enums import EvalKind, FinishOutcome, SearchStatus, SubmitOutcome, WorkerStatus
+from .errors import DatabaseUnavailable, TransientStoreError
+from .queue import (
+    claim_evaluation,
+    fail_evaluation,
+    finish_evaluation,
+    heartbeat,
+    reap_expired_leases,
+    record_steps,
+)
+from .records import Lease, SearchInfo
+from .retry import RetryPolicy, run_in_transaction
+from .searches import fail_search, get_search, list_searches
+from .workers import (
+    list_workers,
+    mark_lost_workers,
+    register_worker,
+    stop_worker,
+    worker_heartbeat,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: keys of ``search.config["extra"]`` the worker reads (all optional)
+EXTRA_KEYS: dict[str, str] = {
+    "data_root": "VOC-layout dataset of the proxy runs and the rejection samples (default: the "
+                 "synthetic dataset under data_dir/synthetic_voc, created on first use; its "
+                 "rejection samples then come from the built-in synthetic generator, as in "
+                 "`alz check`)",
+    "config": "mmengine config file of the proxy model (default: the tiny CPU config)",
+    "max_iters": "training iterations per proxy run (default: the config's)",
+    "cfg_options": "mapping merged into the mmengine config last",
+    "torch_threads": "torch intra-op threads per worker (default: the worker's setting)",
+    "rejection_size": "side in pixels of the rejection samples (default 64)",
+}
+
+DEFAULT_DATA_DIR = Path(".alz") / "data"
+_HEARTBEAT_POLICY = RetryPolicy(attempts=2)  # the next beat is the retry
+
+
+class _Abandon(RuntimeError):
+    """Raised inside a proxy run (by the abort hook) or a rejection loop to stop it now."""
+
+
+@dataclass
+class WorkerSummary:
+    """What one :func:`run_worker` call did."""
+
+    worker_id: int
+    evaluations_done: int = 0  # results this worker recorded
+    evaluations_failed: int = 0  # runs that raised (reported with retry)
+    evaluations_abandoned: int = 0  # lease lost, or handed back on stop
+    submitted: int = 0  # children queued for a proxy run
+    equivalents: int = 0  # children that joined an evaluated/pending fingerprint class
+    budget_exhausted: int = 0  # children produced after the budget was taken
+    rejection_checks: int = 0
+    reaped: int = 0
+    exit_reason: str = "stopped"  # "stopped" | "idle" | "database unavailable"
+    searches: set[int] = field(default_factory=set)
+
+
+# --- stopping a proxy run from outside ----------------------------------------------------------
+# mmengine builds hooks from config dicts, so the run's abort check is found by a token
+_ABORT_CHECKS: dict[str, Callable[[], bool]] = {}
+_hook_registered = False
+_hook_lock = threading.Lock()
+
+
+def _abort_hook_cfg(token: str) -> dict[str, Any]:
+    """A ``custom_hooks`` entry that raises :class:`_Abandon` after any training iteration
+    where ``_ABORT_CHECKS[token]()`` is true (OpenMMLab is imported here only)."""
+    global _hook_registered
+    with _hook_lock:
+        if not _hook_registered:
+            from mmengine.hooks import Hook
+            from mmengine.registry import HOOKS
+
+            class ALZWorkerAbortHook(Hook):
+                priority = "VERY_HIGH"
+
+                def __init__(self, token: str) -> None:
+                    self.token = token
+
+                def _check(self) -> None:
+                    fn = _ABORT_CHECKS.get(self.token)
+                    if fn is not None and fn():
+                        raise _Abandon("proxy run abandoned (stop requested or lease lost)")
+
+                def after_train_iter(self, runner: object, batch_idx: int,
+                                     data_batch: object = None, outputs: object = None) -> None:
+                    self._check()
+
+                def before_val(self, runner: object) -> None:
+                    self._check()
+
+            HOOKS.register_module(name="ALZWorkerAbortHook", module=ALZWorkerAbortHook,
+                                  force=True)
+            _hook_registered = True
+    return {"type": "ALZWorkerAbortHook", "token": token}
+
+
+# --- per-search state ---------------------------------------------------------------------------
+@dataclass
+class _SearchContext:
+    info: SearchInfo
+    task: Any  # a ProxyTask
+    problems: dict[str, Any]  # branch -> rejection problem
+    rng: np.random.Generator
+    rank: int
+    population_cache: dict[int, Candidate] = field(default_factory=dict)
+
+
+def _ensure_synthetic(root: Path) -> Path:
+    """The default synthetic dataset, created once even with several workers starting."""
+    from alz_core.tasks.seg import ensure_synthetic_voc
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / ".synthetic_voc.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        return ensure_synthetic_voc(root)
+
+
+def _build_task(info: SearchInfo, data_dir: Path, token: str,
+                torch_threads: int | None) -> tuple[Any, dict[str, Any]]:
+    """The proxy task and the per-branch rejection problems of a search (raises on bad
+    settings: ``ValueError``, ``FileNotFoundError``, ``KeyError``)."""
+    from alz_core.tasks.registry import get_task, seg_rejection_problem
+    from alz_core.tasks.seg import TINY_CONFIG, SegProxyTask
+
+    if get_task(info.task).name != "seg":  # the registry only has seg so far
+        raise ValueError(f"task {info.task!r} has no proxy task in the worker")
+    extra = info.extra
+    user_root = extra.get("data_root")
+    root = Path(user_root) if user_root else _ensure_synthetic(data_dir / "synthetic_voc")
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root={str(root)!r} is not a directory")
+    options = dict(extra.get("cfg_options") or {})
+    options["custom_hooks"] = list(options.get("custom_hooks") or []) + [_abort_hook_cfg(token)]
+    threads = extra.get("torch_threads", torch_threads)
+    task = SegProxyTask(extra.get("config") or TINY_CONFIG, data_root=root,
+                        max_iters=extra.get("max_iters"), cfg_options=options,
+                        torch_threads=threads)
+    problem = seg_rejection_problem(info.metric, info.rejection,
+                                    data_root=Path(user_root) if user_root else None,
+                                    size=int(extra.get("rejection_size", 64)))
+    return task, {name: problem for name in task.branches}
+
+
+# --- the worker ---------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, url: str, search_id: int | None, device: str, stop: threading.Event,
+                 lease_seconds: int, idle_exit: bool, data_dir: Path, poll_seconds: float,
+                 max_outage_seconds: float, torch_threads: int | None) -> None:
+        self.engine = make_engine(url, application_name="alz-worker")
+        self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
+        self.search_id, self.device, self.stop = search_id, device, stop
+        self.lease_seconds, self.idle_exit, self.data_dir = lease_seconds, idle_exit, data_dir
+        self.poll_seconds, self.max_outage = poll_seconds, max_outage_seconds
+        self.torch_threads = torch_threads
+        self.token = uuid.uuid4().hex
+        self.contexts: dict[int, _SearchContext] = {}
+        self.failed_searches: set[int] = set()
+        # the lease being worked on, renewed by the heartbeat thread
+        self._lease_lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._lease_lost = threading.Event()
+        if search_id is not None:
+            try:
+                self.call(get_search, search_id)  # NotFound before anything is written
+            except Exception:
+                self.engine.dispose()
+                raise
+        self.worker_id = self.call(register_worker, socket.gethostname(), os.getpid(), device,
+                                   search_id)
+        self.summary = WorkerSummary(self.worker_id)
+        _ABORT_CHECKS[self.token] = lambda: self.stop.is_set() or self._lease_lost.is_set()
+
+    # unit of work with retries that outlast a server restart ---------------------------------
+    def call(self, unit: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``run_in_transaction`` (bounded retries), retried again with a pause while the
+        database stays unreachable, for at most ``max_outage`` seconds (less once stopping)."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                return run_in_transaction(self.sessions, unit, *args, **kwargs)
+            except (TransientStoreError, DatabaseUnavailable) as exc:
+                waited = time.monotonic() - t0
+                limit = min(self.max_outage, 5.0) if self.stop.is_set() else self.max_outage
+                if waited >= limit:
+                    raise
+                log.warning("worker: database unavailable for %.0f s, still retrying: %s",
+                            waited, exc)
+                time.sleep(1.0)
+
+    # heartbeat thread -------------------------------------------------------------------------
+    def _beat_loop(self, done: threading.Event) -> None:
+        interval = max(0.2, self.lease_seconds / 3)
+        while not done.wait(interval):
+            with self._lease_lock:
+                lease = self._lease
+            try:
+                if lease is not None:
+                    expiry = run_in_transaction(self.sessions, heartbeat, lease,
+                                                self.lease_seconds, policy=_HEARTBEAT_POLICY)
+                    with self._lease_lock:
+                        if expiry is None and self._lease is lease:
+                            log.warning("worker %d: lost the lease of evaluation %d",
+                                        self.worker_id, lease.evaluation_id)
+                            self._lease_lost.set()
+                run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
+                                   policy=_HEARTBEAT_POLICY)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+                log.warning("worker %d: heartbeat failed: %s", self.worker_id, exc)
+
+    def _hold(self, lease: Lease | None) -> None:
+        with self._lease_lock:
+            self._lease = lease
+            self._lease_lost.clear()
+
+    # searches -------------------------------------------------------------------------------
+    def _rank(self, session: Session, search_id: int) -> int:
+        return sum(1 for w in list_workers(session, WorkerStatus.RUNNING)
+                   if w.id < self.worker_id and w.search_id in (None, search_id))
+
+    def context(self, search_id: int) -> _SearchContext | None:
+        """The cached task state of a search (built on first use); ``None`` if it cannot be
+        built (the search is then marked failed)."""
+        ctx = self.contexts.get(search_id)
+        if ctx is not None:
+            return ctx
+        info = self.call(get_search, search_id)
+        try:
+            task, problems = _build_task(info, self.data_dir, self.token, self.torch_threads)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            reason = f"the worker cannot build task {info.task!r}: {exc}"
+            log.error("worker %d: search %d: %s", self.worker_id, search_id, reason)
+            self.failed_searches.add(search_id)
+            self.call(fail_search, search_id, reason)
+            return None
+        rank = self.call(self._rank, search_id)
+        ctx = _SearchContext(info, task, problems, np.random.default_rng([info.seed, rank]), rank)
+        log.info("worker %d: search %d (seed %d), random stream rank %d", self.worker_id,
+                 search_id, info.seed, rank)
+        self.contexts[search_id] = ctx
+        self.summary.searches.add(search_id)
+        return ctx
+
+    def _selected(self, session: Session) -> list[SearchInfo]:
+        if self.search_id is not None:
+            return [get_search(session, self.search_id)]
+        return list_searches(session, SearchStatus.RUNNING)
+
+    # one proxy evaluation -----------------------------------------------------------------------
+    def evaluate(self, lease: Lease) -> None:
+        ctx = self.context(lease.search_id)
+        if ctx is None:
+            self.call(fail_evaluation, lease, "the worker cannot build the task", retry=True)
+            return
+        log.info("worker %d: evaluation %d (candidate %d, attempt %d): %s", self.worker_id,
+                 lease.evaluation_id, lease.candidate_id, lease.attempt, lease.candidate.text)
+        work_dir = self.data_dir / "runs" / f"w{self.worker_id}-e{lease.evaluation_id}-" \
+                                            f"a{lease.attempt}"
+        self._hold(lease)
+        try:
+            result = ctx.task.run(lease.candidate.graphs, ctx.info.metric, work_dir,
+                                  seed=ctx.info.seed)
+        except _Abandon:
+            self._release(lease)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure of a run is reported
+            self._hold(None)
+            log.exception("worker %d: evaluation %d failed", self.worker_id, lease.evaluation_id)
+            self.summary.evaluations_failed += 1
+            self.call(fail_evaluation, lease, f"{type(exc).__name__}: {exc}", retry=True)
+            return
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        self._hold(None)  # the result unit below is guarded by the lease anyway
+        metrics = dict(result.metrics)
+        metrics.update(iterations=result.iterations, diverged=result.diverged,
+                       worker_id=self.worker_id, device=self.device)
+        outcome = self.call(_record_result, lease, list(enumerate(result.losses, 1)),
+                            result.fitness, metrics, result.seconds)
+        if outcome is FinishOutcome.LEASE_LOST:
+            self.summary.evaluations_abandoned += 1
+            log.warning("worker %d: evaluation %d: lease lost before the result was recorded",
+                        self.worker_id, lease.evaluation_id)
+        else:
+            self.summary.evaluations_done += 1
+            log.info("worker %d: evaluation %d done: %s = %s", self.worker_id,
+                     lease.evaluation_id, ctx.info.metric, result.fitness)
+
+    def _release(self, lease: Lease) -> None:
+        """After an abandoned run: hand the evaluation back if we still own it."""
+        lost = self._lease_lost.is_set()
+        self._hold(None)
+        self.summary.evaluations_abandoned += 1
+        if lost:
+            log.warning("worker %d: evaluation %d abandoned: lease lost", self.worker_id,
+                        lease.evaluation_id)
+            return
+        try:
+            self.call(fail_evaluation, lease, f"worker {self.worker_id} stopped during the run",
+                      retry=True)
+        except (TransientStoreError, DatabaseUnavailable):
+            log.warning("worker %d: could not hand back evaluation %d; its lease will expire",
+                        self.worker_id, lease.evaluation_id)
+
+    # one evolution step ----------------------------------------------------------------------
+    def evolve(self, ctx: _SearchContext) -> bool:
+        """One child for the search; ``False`` if the search has no budget left."""
+        sid = ctx.info.id
+        evo = ctx.info.evolution
+        info, population = self.call(_snapshot, sid, evo.population_size, ctx.population_cache)
+        if info.status is not SearchStatus.RUNNING or info.evaluations_reserved >= info.budget:
+            return False
+        seen: list[tuple[str, LossGraph, RejectionResult]] = []
+
+        def reject(branch: str, graph: LossGraph) -> RejectionResult:
+            if self.stop.is_set():
+                raise _Abandon("stop requested")
+            result = check(graph, ctx.problems[branch])
+            seen.append((branch, graph, result))
+            return result
+
+        branches = ctx.task.branches
+        space = info.space
+        parent = None
+        try:
+            if info.candidates < evo.initial_population or not population:
+                cand, attempts = initial_candidate(branches, ctx.rng, reject, space, evo)
+                mutation, generation = MutationKind.INIT, 0
+            else:
+                parent = tournament_select(population, ctx.rng, evo.tournament_fraction)
+                cand, mutation, attempts = child_candidate(parent.candidate, branches, ctx.rng,
+                                                           reject, space, evo)
+                generation = parent.generation + 1
+        except SearchExhausted as exc:
+            log.warning("worker %d: search %d: %s", self.worker_id, sid, exc)
+            self.summary.rejection_checks += len(seen)
+            self.call(_record_only, sid, seen, parent.id if parent else None, self.worker_id)
+            return True
+        self.summary.rejection_checks += len(attempts.results)
+        fingerprint = combine_fingerprints(
+            {name: ctx.problems[name].fingerprint(g) for name, g in cand.branches})
+        sub = self.call(submit_candidate, sid, cand, fingerprint=fingerprint,
+                        parent_id=parent.id if parent else None, mutation=mutation,
+                        generation=generation, worker_id=self.worker_id,
+                        rejections=attempts.results)
+        if sub.outcome is SubmitOutcome.QUEUED:
+            self.summary.submitted += 1
+        elif sub.outcome is SubmitOutcome.EQUIVALENT:
+            self.summary.equivalents += 1
+        else:
+            self.summary.budget_exhausted += 1
+        log.info("worker %d: search %d: %s %s -> %s", self.worker_id, sid, mutation.value,
+                 cand.text, sub.outcome.value)
+        return True
+
+    # the loop -----------------------------------------------------------------------------------
+    def run(self) -> WorkerSummary:
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat_loop, args=(done,), daemon=True,
+                                name=f"alz-heartbeat-{self.worker_id}")
+        beat.start()
+        next_reap = 0.0
+        try:
+            while not self.stop.is_set():
+                if time.monotonic() >= next_reap:
+                    self._reap()
+                    next_reap = time.monotonic() + max(0.5, self.lease_seconds / 2)
+                lease = self.call(claim_evaluation, self.worker_id, search_id=self.search_id,
+                                  kinds=(EvalKind.PROXY,), lease_seconds=self.lease_seconds)
+                if lease is not None:
+                    self.evaluate(lease)
+                    continue
+                if self._evolve_any():
+                    continue
+                if self.idle_exit and not self._any_running():
+                    self.summary.exit_reason = "idle"
+                    break
+                self.stop.wait(self.poll_seconds)
+        except _Abandon:
+            pass  # stop requested inside a rejection loop: nothing was written
+        except (TransientStoreError, DatabaseUnavailable) as exc:
+            self.summary.exit_reason = "database unavailable"
+            log.error("worker %d: giving up: %s", self.worker_id, exc)
+            raise
+        finally:
+            done.set()
+            beat.join(timeout=5)
+            _ABORT_CHECKS.pop(self.token, None)
+            try:
+                run_in_transaction(self.sessions, stop_worker, self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - the row then goes lost by heartbeat
+                log.warning("worker %d: could not mark itself stopped: %s", self.worker_id,
+                            exc)
+            self.engine.dispose()
+        return self.summary
+
+    def _reap(self) -> None:
+        reaped = self.call(reap_expired_leases)
+        self.summary.reaped += len(reaped)
+        for r in reaped:
+            log.info("worker %d: reaped evaluation %d (worker %s, attempt %d) -> %s",
+                     self.worker_id, r.evaluation_id, r.worker_id, r.attempt, r.status.value)
+        self.call(mark_lost_workers, max(30.0, 4.0 * self.lease_seconds))
+
+    def _evolve_any(self) -> bool:
+        for info in self.call(self._selected):
+            if info.status is not SearchStatus.RUNNING or info.id in self.failed_searches:
+                continue
+            if info.evaluations_reserved >= info.budget:
+                continue
+            ctx = self.context(info.id)
+            if ctx is not None and self.evolve(ctx):
+                return True
+        return False
+
+    def _any_running(self) -> bool:
+        return any(i.status is SearchStatus.RUNNING for i in self.call(self._selected))
+
+
+def _snapshot(session: Session, search_id: int, size: int,
+              cache: dict[int, Candidate]) -> tuple[SearchInfo, list[Any]]:
+    """The search's counters and its population, read in one transaction."""
+    return get_search(session, search_id), read_population(session, search_id, size,
+                                                           cache=cache)
+
+
+def _record_result(session: Session, lease: Lease, steps: list[tuple[int, float | None]],
+                   fitness: float | None, metrics: dict[str, Any],
+                   seconds: float) -> FinishOutcome:
+    """Loss curve and result in one unit; after a retry whose first commit went through,
+    ``record_steps`` finds the evaluation done and ``finish_evaluation`` says
+    ``ALREADY_RECORDED``."""
+    record_steps(session, lease, steps)
+    return finish_evaluation(session, lease, fitness=fitness, metrics=metrics, seconds=seconds)
+
+
+def _record_only(session: Session, search_id: int,
+                 results: list[tuple[str, LossGraph, RejectionResult]], parent_id: int | None,
+                 worker_id: int) -> int:
+    return record_rejections(session, search_id, results, parent_id=parent_id,
+                             worker_id=worker_id)
+
+
+def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",
+               stop: threading.Event | None = None, lease_seconds: int = 60,
+               idle_exit: bool = False, data_dir: Path | None = None,
+               poll_seconds: float = 1.0, max_outage_seconds: float = 300.0,
+               torch_threads: int | None = None) -> WorkerSummary:
+    """Run one worker on ``url`` until ``stop`` is set (or, with ``idle_exit``, until no
+    selected search is running); see the module doc for the protocol and its guarantees.
+
+    ``search_id``: work on this search only (else every running search). ``device`` is
+    recorded on the worker row (the process's visible devices decide where torch runs; the
+    CLI sets ``CUDA_VISIBLE_DEVICES``). ``data_dir`` (default ``.alz/data``) holds the
+    synthetic dataset and the temporary proxy work directories. Raises
+    :class:`alz_db.NotFound` for an unknown ``search_id`` and :class:`alz_db.DatabaseUnavailable`
+    when the database stayed unreachable for ``max_outage_seconds``.
+    """
+    if not lease_seconds > 0:
+        raise ValueError(f"lease_seconds={lease_seconds!r} is invalid: expected > 0")
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(int(torch_threads))  # the rejection checks run on torch too
+    data_dir = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).resolve()
+    worker = _Worker(url, search_id, device, stop or threading.Event(), lease_seconds,
+                     idle_exit, data_dir, poll_seconds, max_outage_seconds, torch_threads)
+    return worker.run()
+
+
+__all__ = ["EXTRA_KEYS", "WorkerSummary", "run_worker"]

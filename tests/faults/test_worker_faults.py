@@ -1,0 +1,127 @@
+"""Fault tests of the worker protocol on a real PostgreSQL (DESIGN.md section 8, issue 3):
+a worker killed mid-run, several workers racing, and reproducibility of a single worker.
+
+The PostgreSQL-restart test is in ``test_pg_restart.py`` (it needs its own server).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alz_db.worker import run_worker
+from alz_db.worker_cli import spawn_workers
+
+from .conftest import assert_search_complete, make_search, sql, wait_for
+
+pytestmark = pytest.mark.fault
+
+
+def test_sigkilled_worker_is_requeued_after_its_lease_and_finished_by_another(
+        fault_db: str, voc_root: Path, tmp_path: Path, reap_children: list[Any]) -> None:
+    budget = 4
+    sid = make_search(fault_db, voc_root, budget=budget, initial=2, max_iters=20)
+    [victim] = spawn_workers(fault_db, 1, sid, lease_seconds=3, data_dir=tmp_path,
+                             idle_exit=True, log_level="WARNING")
+    reap_children.append(victim)
+    # kill it while a proxy run is under way (claimed more than 2 s ago, still running)
+    [(eid, wid)] = wait_for(lambda: sql(
+        fault_db, "SELECT id, worker_id FROM evaluation WHERE search_id = %s AND "
+                  "status = 'running' AND started_at < now() - interval '2 seconds'", sid),
+        120, "a proxy run in progress")
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(timeout=10)
+    assert victim.exitcode == -signal.SIGKILL
+    assert sql(fault_db, "SELECT status FROM evaluation WHERE id = %s", eid) == [("running",)]
+
+    summary = run_worker(fault_db, search_id=sid, lease_seconds=3, idle_exit=True,
+                         data_dir=tmp_path, poll_seconds=0.2, torch_threads=1)
+    assert summary.exit_reason == "idle" and summary.reaped >= 1
+
+    assert_search_complete(fault_db, sid, budget)
+    attempts = sql(fault_db, "SELECT attempt, worker_id, outcome FROM evaluation_attempt "
+                             "WHERE evaluation_id = %s ORDER BY attempt", eid)
+    assert attempts[0] == (1, wid, "lease_expired")  # the history keeps the lost attempt
+    assert attempts[-1] == (len(attempts), summary.worker_id, "done")
+    [(status, worker)] = sql(fault_db, "SELECT status, worker_id FROM evaluation WHERE id = %s",
+                             eid)
+    assert (status, worker) == ("done", summary.worker_id)
+
+
+def test_racing_workers_never_exceed_the_budget_nor_train_a_fingerprint_twice(
+        fault_db: str, voc_root: Path, tmp_path: Path, reap_children: list[Any]) -> None:
+    budget = 6
+    sid = make_search(fault_db, voc_root, budget=budget, initial=3, max_iters=4)
+    procs = spawn_workers(fault_db, 3, sid, lease_seconds=10, data_dir=tmp_path,
+                          idle_exit=True, log_level="WARNING")
+    reap_children.extend(procs)
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert_search_complete(fault_db, sid, budget)
+    # all three took part in the search, and all stopped cleanly
+    workers = sql(fault_db, "SELECT DISTINCT worker_id FROM rejection WHERE search_id = %s",
+                  sid)
+    assert len(workers) == 3
+    assert sql(fault_db, "SELECT status, count(*) FROM worker WHERE search_id = %s "
+                         "GROUP BY status", sid) == [("stopped", 3)]
+    # the reservations never passed the budget (the CHECK constraint would have refused it)
+    assert sql(fault_db, "SELECT count(*) FROM evaluation WHERE search_id = %s "
+                         "AND kind = 'proxy'", sid) == [(budget,)]
+
+
+def _history(url: str, search_id: int) -> list[tuple[Any, ...]]:
+    """The candidate sequence with parents as positions in it (ids differ between searches)."""
+    rows = sql(url, "SELECT id, formula, parent_id, mutation, generation, status, "
+                    "equivalent_to_id, fitness FROM candidate WHERE search_id = %s ORDER BY id",
+               search_id)
+    pos = {r[0]: i for i, r in enumerate(rows)}
+    return [(f, pos.get(p), m, g, s, pos.get(e), None if fit is None else round(fit, 6))
+            for _, f, p, m, g, s, e, fit in rows]
+
+
+def test_a_single_worker_reproduces_a_search_from_its_seed(
+        fault_db: str, voc_root: Path, tmp_path: Path) -> None:
+    histories, rejections = [], []
+    for _ in range(2):
+        sid = make_search(fault_db, voc_root, budget=4, initial=2, max_iters=3, seed=11)
+        run_worker(fault_db, search_id=sid, lease_seconds=10, idle_exit=True,
+                   data_dir=tmp_path, poll_seconds=0.2, torch_threads=1)
+        assert_search_complete(fault_db, sid, 4)
+        histories.append(_history(fault_db, sid))
+        rejections.append(sql(fault_db, "SELECT branch, formula, verdict, reason FROM rejection "
+                                        "WHERE search_id = %s ORDER BY id", sid))
+    assert histories[0] == histories[1]
+    assert rejections[0] == rejections[1]
+    assert any(h[1] is not None for h in histories[0])  # children of parents, not only inits
+
+
+def test_a_stop_event_hands_the_running_evaluation_back_at_once(
+        fault_db: str, voc_root: Path, tmp_path: Path) -> None:
+    sid = make_search(fault_db, voc_root, budget=2, initial=2, max_iters=200)
+    stop = threading.Event()
+
+    def stop_when_training() -> None:
+        wait_for(lambda: sql(fault_db, "SELECT id FROM evaluation WHERE search_id = %s AND "
+                                       "status = 'running' AND started_at < now() - "
+                                       "interval '2 seconds'", sid), 120, "a proxy run")
+        stop.set()
+
+    t = threading.Thread(target=stop_when_training, daemon=True)
+    t.start()
+    summary = run_worker(fault_db, search_id=sid, lease_seconds=60, stop=stop,
+                         data_dir=tmp_path, poll_seconds=0.2, torch_threads=1)
+    t.join(timeout=5)
+    assert summary.exit_reason == "stopped" and summary.evaluations_abandoned == 1
+    # re-queued now (not after the 60 s lease), the attempt closed as an error, worker stopped
+    [(status, error)] = sql(fault_db, "SELECT status, error FROM evaluation WHERE search_id = %s "
+                                      "AND attempts = 1 AND status <> 'done'", sid)
+    assert status == "queued" and "stopped" in error
+    assert sql(fault_db, "SELECT status FROM worker WHERE id = %s", summary.worker_id) == \
+        [("stopped",)]
