@@ -1,13 +1,20 @@
 """The ``alz`` command line.
 
-Every command turns bad input (formula text, task, metric, config value, paths) into a one-line
-``error: ...`` on stderr and exit status 2, never a traceback.
+Every command turns bad input (formula text, task, metric, config value, paths, a search or
+candidate that does not exist, a database that does not answer) into a one-line ``error: ...``
+on stderr and exit status 2, never a traceback.
+
+The database commands (``alz db``, ``alz search``, ``alz show``, ``alz leaderboard``,
+``alz export``) take ``--database-url``; without it ``ALZ_DATABASE_URL``, else the embedded
+PostgreSQL server (:func:`alz_db.resolve_database_url`). All but ``alz db upgrade`` refuse a
+database that is not at the newest migration.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +23,16 @@ from rich.console import Console
 
 from alz_core.config import ConfigError, RejectionConfig
 from alz_core.formula import FormulaError
+
+from .enums import FitnessKind, SearchStatus
+from .errors import (
+    AlreadyExists,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    StoreError,
+    TransientStoreError,
+)
 
 err_console = Console(stderr=True)
 out_console = Console(highlight=False)
@@ -212,10 +229,748 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the database: where it is, and its revision ----------------------------------------------
+#: a running worker whose heartbeat is older than this is not counted as alive
+WORKER_SILENT_SECONDS = 120.0
+#: how often `alz search run` reads the search's progress
+POLL_SECONDS = 1.0
+
+
+class _Database:
+    """The database a command works on: its URL, an engine and a session factory."""
+
+    def __init__(self, url: str) -> None:
+        from . import make_engine, make_session_factory
+
+        self.url = url
+        self.engine = make_engine(url, application_name="alz-cli")
+        self.sessions = make_session_factory(self.engine)
+
+    def session(self):  # noqa: ANN201 - a context manager yielding a Session
+        from . import session_scope
+
+        return session_scope(self.sessions)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    """``--database-url``, else ``ALZ_DATABASE_URL``, else the embedded server; checked to
+    answer (one-line error naming the URL if it does not)."""
+    from . import check_database, normalize_url, resolve_database_url
+    from .engine import DATABASE_URL_ENV
+
+    try:
+        if args.database_url:
+            url = normalize_url(args.database_url).render_as_string(hide_password=False)
+        elif os.environ.get(DATABASE_URL_ENV, "").strip():
+            url = resolve_database_url()
+        else:
+            with err_console.status("starting the embedded PostgreSQL", spinner="dots"):
+                url = resolve_database_url()
+        check_database(url, timeout_s=5)
+    except StoreError as exc:
+        raise CLIError(str(exc)) from None
+    return url
+
+
+def _open(args: argparse.Namespace, *, require_head: bool = True) -> _Database:
+    """The command's database; refused (one line) unless it is at the head revision."""
+    from . import display_url
+    from .migrate import current, head
+
+    url = _database_url(args)
+    if require_head:
+        at, newest = current(url), head()
+        if at != newest:
+            state = "has no schema" if at is None else f"is at revision {at}"
+            raise CLIError(f"the database at {display_url(url)} {state}, not {newest}: run "
+                           f"`alz db upgrade` first")
+    return _Database(url)
+
+
+# --- JSON and formatting helpers ---------------------------------------------------------------
+def _plain(value):  # noqa: ANN001, ANN202 - any record
+    """A JSON-ready copy of records, enums and timestamps."""
+    import dataclasses
+    from datetime import datetime
+    from enum import Enum
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.name != "candidate"}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _say(text: str) -> None:
+    """One line of human output, never wrapped (scripts grep it) nor styled."""
+    out_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _when(value) -> str:  # noqa: ANN001 - datetime | None
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _candidate_ref(text: str) -> int:
+    ref = text.strip()
+    if not ref.isdigit() or int(ref) < 1:
+        raise CLIError(f"candidate {text!r} is invalid: expected a candidate id (a positive "
+                       f"integer)")
+    return int(ref)
+
+
+def _search_progress(s, info) -> dict:  # noqa: ANN001 - Session, SearchInfo
+    """Status counters of a search beyond its own row: evaluations by status, workers alive
+    and the best formula."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, or_, select
+
+    from .enums import EvalStatus, WorkerStatus
+    from .models import Candidate as CandidateRow
+    from .models import Evaluation, Worker
+
+    by_status = dict(s.execute(
+        select(Evaluation.status, func.count()).where(Evaluation.search_id == info.id)
+        .group_by(Evaluation.status)).all())
+    counts = {st.value: int(by_status.get(st, 0)) for st in EvalStatus}
+    alive = s.execute(
+        select(func.count()).select_from(Worker)
+        .where(Worker.status == WorkerStatus.RUNNING,
+               Worker.heartbeat_at > func.now() - timedelta(seconds=WORKER_SILENT_SECONDS),
+               or_(Worker.search_id == info.id, Worker.search_id.is_(None)))).scalar_one()
+    best_formula = None
+    if info.best_candidate_id is not None:
+        best_formula = s.execute(select(CandidateRow.formula).where(
+            CandidateRow.id == info.best_candidate_id)).scalar_one_or_none()
+    return {"evaluations": counts, "workers_alive": int(alive), "best_formula": best_formula}
+
+
+def _search_json(info, progress: dict | None = None) -> dict:  # noqa: ANN001 - SearchInfo
+    data = _plain(info)
+    data["rejection_rate"] = info.rejection_rate
+    if progress is not None:
+        data.update(progress)
+    return data
+
+
+# --- alz db upgrade ----------------------------------------------------------------------------
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from . import display_url
+    from .migrate import current, head, upgrade
+
+    url = _database_url(args)
+    before = current(url)
+    newest = head()
+    if before != newest:
+        with err_console.status(f"upgrading the database to {newest}", spinner="dots"):
+            upgrade(url, "head")
+    payload = {"url": display_url(url), "from": before, "to": newest,
+               "changed": before != newest}
+    if args.json:
+        print(json.dumps(payload))
+    elif before == newest:
+        _say(f"database at {payload['url']} is already at {newest}")
+    else:
+        _say(f"database at {payload['url']} upgraded from {before or 'empty'} "
+                          f"to {newest}")
+    return 0
+
+
+# --- alz search create / list / status / stop --------------------------------------------------
+def cmd_search_create(args: argparse.Namespace) -> int:
+    from . import create_search, validate_search
+
+    evolution: dict = {}
+    for key, value in (("budget", args.budget), ("initial_population", args.initial),
+                       ("population_size", args.population),
+                       ("tournament_fraction", args.tournament)):
+        if value is not None:
+            evolution[key] = value
+    extra: dict = {}
+    if args.proxy_iters is not None:
+        if args.proxy_iters < 1:
+            raise CLIError(f"--proxy-iters={args.proxy_iters} is invalid: expected an integer "
+                           f">= 1")
+        extra["max_iters"] = args.proxy_iters  # the key the workers read (alz_db.worker)
+    if args.data_root is not None:
+        root = Path(args.data_root).expanduser()
+        if not root.is_dir():
+            raise CLIError(f"--data-root {args.data_root}: not a directory")
+        extra["data_root"] = str(root.resolve())
+    # everything is validated before the database is touched: bad input writes nothing
+    try:
+        validate_search(args.task, args.metric, seed=args.seed, evolution=evolution)
+    except StoreError as exc:
+        raise CLIError(str(exc)) from None
+    db = _open(args)
+    try:
+        with db.session() as s:
+            info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
+                                 evolution=evolution, extra=extra)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(_search_json(info)))
+        return 0
+    evo = info.config["evolution"]
+    _say(f"created search {info.id} {info.name!r}: {info.task} / {info.metric}, "
+                      f"budget {info.budget}, K={evo['initial_population']}, "
+                      f"P={evo['population_size']}, T={evo['tournament_fraction']}, "
+                      f"seed {info.seed}")
+    _say(f"run it with: alz search run {info.name}")
+    return 0
+
+
+def cmd_search_list(args: argparse.Namespace) -> int:
+    from . import list_searches
+
+    db = _open(args)
+    try:
+        with db.session() as s:
+            rows = list_searches(s)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps([_search_json(r) for r in rows]))
+        return 0
+    if not rows:
+        _say("no searches yet: create one with `alz search create NAME`")
+        return 0
+    from rich.table import Table
+
+    table = Table("id", "name", "task", "metric", "status", "done", "candidates", "rejected",
+                  "best", "created")
+    for r in rows:
+        table.add_row(str(r.id), r.name, r.task, r.metric, r.status.value,
+                      f"{r.evaluations_done}/{r.budget}", str(r.candidates),
+                      _rate(r.rejection_rate), _fmt(r.best_fitness),
+                      "-" if r.created_at is None else r.created_at.strftime("%m-%d %H:%M"))
+    out_console.print(table)
+    return 0
+
+
+def cmd_search_status(args: argparse.Namespace) -> int:
+    from . import get_search
+
+    db = _open(args)
+    try:
+        with db.session() as s:
+            info = get_search(s, args.search)
+            progress = _search_progress(s, info)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(_search_json(info, progress)))
+        return 0
+    ev = progress["evaluations"]
+    lines = [
+        ("search", f"{info.id} {info.name!r} ({info.task} / {info.metric}, seed {info.seed})"),
+        ("status", info.status.value + (f": {info.error}" if info.error else "")),
+        ("budget", f"{info.evaluations_done} of {info.budget} proxy evaluations done, "
+                   f"{info.evaluations_reserved} reserved"),
+        ("evaluations", f"{ev['running']} running, {ev['queued']} queued, {ev['stale']} stale, "
+                        f"{ev['failed']} failed, {ev['done']} done"),
+        ("candidates", str(info.candidates)),
+        ("rejection", f"{_rate(info.rejection_rate)} of {info.rejection_checks} checks "
+                      f"rejected"),
+        ("best", f"{info.metric} {_fmt(info.best_fitness)}"
+                 + (f"  candidate {info.best_candidate_id}: {progress['best_formula']}"
+                    if info.best_candidate_id is not None else "")),
+        ("workers alive", str(progress["workers_alive"])),
+        ("created", _when(info.created_at)),
+        ("started", _when(info.started_at)),
+        ("finished", _when(info.finished_at)),
+    ]
+    for key, value in lines:
+        _say(f"{key:<14}{value}")
+    return 0
+
+
+def cmd_search_stop(args: argparse.Namespace) -> int:
+    from . import stop_search
+
+    db = _open(args)
+    try:
+        with db.session() as s:
+            info = stop_search(s, args.search)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(_search_json(info)))
+    else:
+        _say(f"search {info.id} {info.name!r} is {info.status.value}: running "
+                          f"evaluations finish, nothing new starts (resume with "
+                          f"`alz search run {info.name}`)")
+    return 0
+
+
+# --- alz search run ----------------------------------------------------------------------------
+def _stop_processes(procs: list, grace_s: float = 30.0) -> None:
+    """Ask the local worker processes to stop (SIGTERM: each finishes or hands back its
+    evaluation), then kill the ones still running after ``grace_s``."""
+    import time
+
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+def _print_result(db: _Database, search_id: int, limit: int = 5) -> None:
+    from alz_core.display import simplified_text
+
+    from . import get_candidate, get_search, leaderboard
+
+    with db.session() as s:
+        info = get_search(s, search_id)
+        top = leaderboard(s, info.id, limit=limit)
+        best = get_candidate(s, top[0].candidate_id) if top else None
+    _say(f"search {info.id} {info.name!r} {info.status.value}: "
+                      f"{info.evaluations_done} of {info.budget} proxy evaluations, "
+                      f"{info.candidates} candidates, {info.rejection_checks} rejection checks "
+                      f"({_rate(info.rejection_rate)} rejected)")
+    for e in top:
+        _say(f"#{e.rank}  {info.metric} {_fmt(e.fitness)}  candidate "
+                          f"{e.candidate_id}  {e.formula}")
+    if best is not None:
+        graph = best.candidate.branches[0][1]
+        if len(best.candidate.branches) == 1:
+            _say(f"simplified: {simplified_text(graph)}")
+        _say(f"best loss: {best.formula}")
+    else:
+        _say("best loss: - (no proxy evaluation finished yet)")
+
+
+def cmd_search_run(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from . import get_search, start_search
+
+    if args.procs < 0:
+        raise CLIError(f"--procs={args.procs} is invalid: expected an integer >= 0")
+    db = _open(args)
+    with db.session() as s:
+        info = get_search(s, args.search)
+    if info.status is SearchStatus.FAILED:
+        db.close()
+        raise CLIError(f"search {info.id} {info.name!r} failed: {info.error}")
+    if info.status is not SearchStatus.FINISHED:
+        with db.session() as s:
+            info = start_search(s, info.id)
+    procs: list = []
+    if info.status is SearchStatus.RUNNING and args.procs:
+        try:
+            from .worker_cli import spawn_workers
+        except ImportError as exc:
+            db.close()
+            raise CLIError(f"cannot start local workers: {exc}") from None
+        # no pooled connection may be inherited by a forked worker
+        db.engine.dispose()
+        # idle_exit: the workers return once the search is no longer running; WARNING: their
+        # log lines would break the progress bar
+        try:
+            procs = list(spawn_workers(db.url, args.procs, search_id=info.id, idle_exit=True,
+                                       log_level="WARNING"))
+        except (ValueError, OSError) as exc:  # a bad option, or no process could start
+            db.close()
+            raise CLIError(f"cannot start local workers: {exc}") from None
+        for p in procs:
+            if p.pid is None:
+                p.start()
+
+    columns = (TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("evaluations"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    outcome = "finished"
+    try:
+        with Progress(*columns, console=err_console) as progress:
+            bar = progress.add_task(info.name, total=info.budget,
+                                    completed=info.evaluations_done, info="")
+            unreachable_since: float | None = None
+            while True:
+                try:
+                    with db.session() as s:
+                        info = get_search(s, info.id)
+                        state = _search_progress(s, info)
+                    unreachable_since = None
+                except (TransientStoreError, DatabaseUnavailable) as exc:
+                    # the server restarting: the workers retry too; give up after a minute
+                    now = time.monotonic()
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since > 60:
+                        raise CLIError(f"lost the database for a minute: {exc}") from None
+                    progress.update(bar, info="[yellow]database unreachable, retrying[/]")
+                    time.sleep(POLL_SECONDS)
+                    continue
+                ev = state["evaluations"]
+                local = sum(p.is_alive() for p in procs)
+                progress.update(
+                    bar, completed=info.evaluations_done,
+                    info=f"best {info.metric} {_fmt(info.best_fitness, 3)} | rejected "
+                         f"{_rate(info.rejection_rate)} of {info.rejection_checks} | "
+                         f"workers {state['workers_alive']}"
+                         + (f" ({local} local)" if procs else "")
+                         + f" | running {ev['running']} queued {ev['queued'] + ev['stale']}"
+                         + (f" failed {ev['failed']}" if ev["failed"] else ""))
+                if info.status is not SearchStatus.RUNNING:
+                    outcome = info.status.value
+                    break
+                if procs and local == 0:
+                    outcome = "workers_exited"
+                    break
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: stopping the local workers (the search stays "
+                          f"running; `alz search run {info.name}` resumes it)", markup=False,
+                          highlight=False, soft_wrap=True)
+        try:
+            _stop_processes(procs)
+        except KeyboardInterrupt:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+        db.close()
+        return 130
+    _stop_processes(procs, grace_s=15.0)
+    try:
+        if outcome == "workers_exited":
+            with db.session() as s:
+                info = get_search(s, info.id)
+            if info.status is SearchStatus.RUNNING:
+                codes = ", ".join(str(p.exitcode) for p in procs)
+                raise CLIError(f"all {len(procs)} local workers exited (exit codes {codes}) "
+                               f"before search {info.id} finished; see `alz search status "
+                               f"{info.name}`")
+        if info.status is SearchStatus.FAILED:
+            raise CLIError(f"search {info.id} {info.name!r} failed: {info.error}")
+        if args.json:
+            with db.session() as s:
+                data = _search_json(info, _search_progress(s, info))
+            print(json.dumps(data))
+        else:
+            _print_result(db, info.id)
+    finally:
+        db.close()
+    return 0
+
+
+# --- alz show / leaderboard / export -----------------------------------------------------------
+def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
+    from sqlalchemy import func, select
+
+    from alz_core.display import simplified_text, to_latex
+
+    from . import evaluations_of, get_candidate, get_search
+    from .models import Candidate as CandidateRow
+    from .models import Rejection
+
+    cand = get_candidate(s, cid)
+    search = get_search(s, cand.search_id)
+    branches = [{"branch": name, "formula": g.text, "simplified": simplified_text(g),
+                 "latex": to_latex(g)} for name, g in cand.candidate.branches]
+    rejections = [
+        {"branch": r.branch, "formula": r.formula, "verdict": r.verdict.value,
+         "reason": None if r.reason is None else r.reason.value,
+         "metric_before": r.metric_before, "metric_after": r.metric_after, "score": r.score,
+         "iterations": r.iterations, "stop": r.stop.value, "seconds": r.seconds}
+        for r in s.execute(select(Rejection).where(Rejection.candidate_id == cid)
+                           .order_by(Rejection.id)).scalars()]
+    equivalents = list(s.execute(
+        select(CandidateRow.id).where(CandidateRow.equivalent_to_id == cid)
+        .order_by(CandidateRow.id).limit(50)).scalars())
+    n_equivalents = s.execute(select(func.count()).select_from(CandidateRow).where(
+        CandidateRow.equivalent_to_id == cid)).scalar_one()
+    parent_formula = None
+    if cand.parent_id is not None:
+        parent_formula = s.execute(select(CandidateRow.formula).where(
+            CandidateRow.id == cand.parent_id)).scalar_one_or_none()
+    evaluations = [
+        {"id": e.id, "kind": e.kind.value, "status": e.status.value, "attempts": e.attempts,
+         "worker_id": e.worker_id, "fitness": e.fitness,
+         "fitness_kind": None if e.fitness_kind is None else e.fitness_kind.value,
+         "metrics": e.metrics, "seconds": e.seconds, "error": e.error}
+        for e in evaluations_of(s, candidate_id=cid)]
+    return {
+        "id": cand.id, "search_id": search.id, "search_name": search.name, "task": search.task,
+        "metric": search.metric, "formula": cand.formula, "branches": branches,
+        "status": cand.status.value, "fitness": cand.fitness,
+        "fitness_kind": None if cand.fitness_kind is None else cand.fitness_kind.value,
+        "generation": cand.generation, "mutation": cand.mutation.value,
+        "parent_id": cand.parent_id, "parent_formula": parent_formula,
+        "fingerprint": cand.fingerprint, "structural_hash": cand.structural_hash,
+        "equivalent_to": cand.equivalent_to, "equivalents": equivalents,
+        "equivalents_count": int(n_equivalents), "rejections": rejections,
+        "evaluations": evaluations, "created_at": _plain(cand.created_at),
+        "evaluated_at": _plain(cand.evaluated_at), "worker_id": cand.worker_id,
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    cid = _candidate_ref(args.candidate)
+    db = _open(args)
+    try:
+        with db.session() as s:
+            d = _candidate_details(s, cid)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    p = _say
+    fitness = ("diverged" if d["fitness_kind"] == "diverged" else _fmt(d["fitness"]))
+    p(f"candidate     {d['id']} of search {d['search_id']} {d['search_name']!r} "
+      f"({d['task']} / {d['metric']})")
+    p(f"status        {d['status']}, {d['metric']} {fitness}")
+    for b in d["branches"]:
+        prefix = f"[{b['branch']}] " if len(d["branches"]) > 1 else ""
+        p(f"formula       {prefix}{b['formula']}")
+        p(f"simplified    {prefix}{b['simplified']}")
+        p(f"latex         {prefix}{b['latex']}")
+    parent = "- (initial population)" if d["parent_id"] is None else \
+        f"{d['parent_id']}: {d['parent_formula']}"
+    p(f"parent        {parent}")
+    p(f"mutation      {d['mutation']}, generation {d['generation']}")
+    p(f"fingerprint   {d['fingerprint'] or '-'}")
+    if d["equivalent_to"] is not None:
+        p(f"equivalent to {d['equivalent_to']} (same gradient fingerprint; its fitness is "
+          f"reused)")
+    if d["equivalents_count"]:
+        more = "" if d["equivalents_count"] <= len(d["equivalents"]) else ", ..."
+        p(f"equivalents   {d['equivalents_count']}: "
+          f"{', '.join(map(str, d['equivalents']))}{more}")
+    from rich.table import Table
+
+    if d["rejections"]:
+        t = Table("branch", "verdict", "reason", "before", "after", "score", "iters", "stop",
+                  "s", title="loss rejection")
+        for r in d["rejections"]:
+            t.add_row(r["branch"], r["verdict"], r["reason"] or "-", _fmt(r["metric_before"]),
+                      _fmt(r["metric_after"]), _fmt(r["score"]), str(r["iterations"]),
+                      r["stop"], f"{r['seconds']:.2f}")
+        out_console.print(t)
+    if d["evaluations"]:
+        t = Table("id", "kind", "status", "attempts", "worker", "fitness", "seconds", "metrics",
+                  title="evaluations")
+        for e in d["evaluations"]:
+            metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in (e["metrics"] or {}).items())
+            status = e["status"] + (f" ({e['error']})" if e["error"] else "")
+            t.add_row(str(e["id"]), e["kind"], status, str(e["attempts"]),
+                      str(e["worker_id"] or "-"),
+                      "diverged" if e["fitness_kind"] == "diverged" else _fmt(e["fitness"]),
+                      _fmt(e["seconds"], 1), metrics or "-")
+        out_console.print(t)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from . import get_search, leaderboard
+
+    if args.limit < 1:
+        raise CLIError(f"--limit={args.limit} is invalid: expected an integer >= 1")
+    db = _open(args)
+    try:
+        with db.session() as s:
+            info = get_search(s, args.search)
+            rows = leaderboard(s, info.id, limit=args.limit)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps({"search_id": info.id, "search_name": info.name,
+                          "metric": info.metric, "entries": _plain(rows)}))
+        return 0
+    if not rows:
+        _say(f"search {info.id} {info.name!r} has no evaluated candidate yet")
+        return 0
+    from rich.table import Table
+
+    table = Table("rank", "candidate", info.metric, "generation", "mutation", "parent",
+                  "formula", title=f"search {info.id} {info.name}")
+    for e in rows:
+        table.add_row(str(e.rank), str(e.candidate_id),
+                      "diverged" if e.fitness is None else f"{e.fitness:.4f}",
+                      str(e.generation), e.mutation.value, str(e.parent_id or "-"), e.formula)
+    out_console.print(table)
+    return 0
+
+
+def mm_snippet(formula: str, *, metric: str, comment: str = "") -> str:
+    """An mmseg config snippet that trains with ``formula`` through ``alz_core.mm``."""
+    from alz_core.tasks.seg import BOUNDARY_METRICS
+
+    # BIoU/BF1 losses were searched on the labels' class boundaries (seed A.1): keep that
+    target = ", target='boundary'" if metric in BOUNDARY_METRICS else ""
+    head = f"# {comment}\n" if comment else ""
+    return (f"{head}custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)\n"
+            f"model = dict(\n"
+            f"    decode_head=dict(\n"
+            f"        loss_decode=dict(\n"
+            f"            type='ALZLoss',\n"
+            f"            formula={formula!r},\n"
+            f"            loss_weight=1.0{target})))\n")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from alz_core.display import to_latex
+
+    from . import get_candidate, get_search
+
+    cid = _candidate_ref(args.candidate)
+    db = _open(args)
+    try:
+        with db.session() as s:
+            cand = get_candidate(s, cid)
+            search = get_search(s, cand.search_id)
+    finally:
+        db.close()
+    branches = cand.candidate.branches
+    if args.format == "text":
+        for name, g in branches:
+            print(g.text if len(branches) == 1 else f"{name}: {g.text}")
+    elif args.format == "latex":
+        for name, g in branches:
+            print(to_latex(g) if len(branches) == 1 else f"{name}: {to_latex(g)}")
+    else:
+        if search.task != "seg" or len(branches) != 1:
+            raise CLIError(f"--format mm is invalid for task {search.task!r}: the mm snippet is "
+                           f"made for the segmentation task (one decode-head loss)")
+        fitness = "diverged" if cand.fitness_kind is FitnessKind.DIVERGED else \
+            f"{search.metric} {_fmt(cand.fitness)}"
+        comment = (f"AutoLoss-Zero candidate {cand.id} of search {search.name!r} "
+                   f"({search.task}, proxy {fitness})")
+        print(mm_snippet(branches[0][1].text, metric=search.metric, comment=comment), end="")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error convention: one line ``error: ...``, exit status 2."""
+
+    def error(self, message: str):  # noqa: ANN201 - NoReturn
+        err_console.print(f"error: {self.prog}: {message}", markup=False, highlight=False,
+                          soft_wrap=True)
+        sys.exit(2)
+
+
+def _db_options(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="postgresql://user@host:port/database (default: $ALZ_DATABASE_URL, "
+                   "else the embedded server under $ALZ_DATA_DIR or .alz/pgdata)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
+    db = sub.add_parser("db", help="the database: migrations")
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    u = dbsub.add_parser("upgrade", help="create or upgrade the schema to the newest "
+                         "migration (Alembic); run it once per database, before the workers")
+    _db_options(u)
+    u.set_defaults(func=cmd_db_upgrade)
+
+    s = sub.add_parser("search", help="create, run, watch and stop searches")
+    ssub = s.add_subparsers(dest="search_command", required=True, metavar="COMMAND")
+    c = ssub.add_parser("create", help="create a search (validated; nothing is written on "
+                        "bad input)")
+    c.add_argument("name", help="a unique name (not a number)")
+    c.add_argument("--task", default="seg", help="task (default: seg)")
+    c.add_argument("--metric", default="miou", help="target metric (default: miou)")
+    c.add_argument("--budget", type=int, default=None,
+                   help="proxy evaluations (default 500, the seed's)")
+    c.add_argument("--initial", type=int, default=None, help="initial population K (default 20)")
+    c.add_argument("--population", type=int, default=None,
+                   help="population size P (default 2500)")
+    c.add_argument("--tournament", type=float, default=None,
+                   help="tournament fraction T (default 0.05)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
+    c.add_argument("--proxy-iters", type=int, default=None,
+                   help="training iterations per proxy run (default: the task config's)")
+    c.add_argument("--data-root", default=None,
+                   help="VOC-layout dataset for the proxy runs (default: the built-in "
+                   "synthetic scenes); must exist at this path on every worker node")
+    _db_options(c)
+    c.set_defaults(func=cmd_search_create)
+
+    ls = ssub.add_parser("list", help="all searches with their progress")
+    _db_options(ls)
+    ls.set_defaults(func=cmd_search_list)
+
+    st = ssub.add_parser("status", help="progress of one search: budget, evaluations, "
+                         "rejection rate, best loss, workers")
+    st.add_argument("search", help="search id or name")
+    _db_options(st)
+    st.set_defaults(func=cmd_search_status)
+
+    sp = ssub.add_parser("stop", help="stop a search: running evaluations finish, nothing new "
+                         "starts")
+    sp.add_argument("search", help="search id or name")
+    _db_options(sp)
+    sp.set_defaults(func=cmd_search_stop)
+
+    r = ssub.add_parser("run", help="mark a search running, start local worker processes and "
+                        "show its progress until it finishes; Ctrl-C stops the local workers")
+    r.add_argument("search", help="search id or name")
+    r.add_argument("--procs", type=int, default=1,
+                   help="local CPU worker processes (default 1; 0: only start the search and "
+                   "watch workers running elsewhere)")
+    _db_options(r)
+    r.set_defaults(func=cmd_search_run)
+
+    sh = sub.add_parser("show", help="one candidate: formula, simplified, LaTeX, rejection "
+                        "results, fingerprint and equivalents, evaluations, parent")
+    sh.add_argument("candidate", help="candidate id")
+    _db_options(sh)
+    sh.set_defaults(func=cmd_show)
+
+    lb = sub.add_parser("leaderboard", help="the best evaluated candidates of a search")
+    lb.add_argument("search", help="search id or name")
+    lb.add_argument("--limit", type=int, default=20, help="rows (default 20)")
+    _db_options(lb)
+    lb.set_defaults(func=cmd_leaderboard)
+
+    ex = sub.add_parser("export", help="a candidate's loss as text, LaTeX or an mmseg config "
+                        "snippet")
+    ex.add_argument("candidate", help="candidate id")
+    ex.add_argument("--format", choices=("text", "latex", "mm"), default="text",
+                    help="text (canonical formula, default), latex, or mm (config snippet)")
+    _db_options(ex, json_flag=False)
+    ex.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alz", description="AutoLoss-Zero: search loss functions "
-                                "from scratch, and track the searches in PostgreSQL.")
+    p = _Parser(prog="alz", description="AutoLoss-Zero: search loss functions "
+                "from scratch, and track the searches in PostgreSQL.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("check", help="run the loss-rejection protocol and the gradient "
@@ -259,6 +1014,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--data-dir", default=".alz/data", help="where the synthetic data is written")
     d.set_defaults(func=cmd_demo)
+
+    _add_db_commands(sub)
     return p
 
 
@@ -282,12 +1039,21 @@ def _protect_formulas(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_protect_formulas(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(_protect_formulas(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
+    except StoreError as exc:
+        # user errors (bad value, no such search, name taken, database down) exit 2 like
+        # CLIError; anything else the store reports is still one line, exit 1
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        user = (InvalidInput, NotFound, AlreadyExists, DatabaseUnavailable)
+        return 2 if isinstance(exc, user) else 1
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return 130
