@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -60,9 +61,14 @@ def _child(url: str, search_id: int | None, device: str, env: dict[str, str],
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    logging.basicConfig(level=options.pop("log_level", "INFO"),
+    level = options.pop("log_level", "INFO")
+    logging.basicConfig(level=level,
                         format=f"%(asctime)s {device} pid {os.getpid()} %(levelname)s "
                                f"%(message)s")
+    if level != "DEBUG":
+        # OpenMMLab's deprecation notices repeat on every proxy run and would scroll the
+        # progress display of `alz search run` away; they say nothing about the search
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"mm(cv|engine|seg|det)")
     from .worker import run_worker
 
     summary = run_worker(url, search_id=search_id, device=device, stop=stop, **options)
