@@ -13,10 +13,11 @@ database that is not at the newest migration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -290,6 +291,17 @@ def _open(args: argparse.Namespace, *, require_head: bool = True) -> _Database:
     return _Database(url)
 
 
+@contextlib.contextmanager
+def _unit_of_work(args: argparse.Namespace) -> Iterator:
+    """One transaction on the command's database (at head), closing the engine afterwards."""
+    db = _open(args)
+    try:
+        with db.session() as s:
+            yield s
+    finally:
+        db.close()
+
+
 # --- JSON and formatting helpers ---------------------------------------------------------------
 def _plain(value):  # noqa: ANN001, ANN202 - any record
     """A JSON-ready copy of records, enums and timestamps."""
@@ -420,13 +432,9 @@ def cmd_search_create(args: argparse.Namespace) -> int:
         validate_search(args.task, args.metric, seed=args.seed, evolution=evolution)
     except StoreError as exc:
         raise CLIError(str(exc)) from None
-    db = _open(args)
-    try:
-        with db.session() as s:
-            info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
-                                 evolution=evolution, extra=extra)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
+                             evolution=evolution, extra=extra)
     if args.json:
         print(json.dumps(_search_json(info)))
         return 0
@@ -442,12 +450,8 @@ def cmd_search_create(args: argparse.Namespace) -> int:
 def cmd_search_list(args: argparse.Namespace) -> int:
     from . import list_searches
 
-    db = _open(args)
-    try:
-        with db.session() as s:
-            rows = list_searches(s)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        rows = list_searches(s)
     if args.json:
         print(json.dumps([_search_json(r) for r in rows]))
         return 0
@@ -470,13 +474,9 @@ def cmd_search_list(args: argparse.Namespace) -> int:
 def cmd_search_status(args: argparse.Namespace) -> int:
     from . import get_search
 
-    db = _open(args)
-    try:
-        with db.session() as s:
-            info = get_search(s, args.search)
-            progress = _search_progress(s, info)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        info = get_search(s, args.search)
+        progress = _search_progress(s, info)
     if args.json:
         print(json.dumps(_search_json(info, progress)))
         return 0
@@ -507,12 +507,8 @@ def cmd_search_status(args: argparse.Namespace) -> int:
 def cmd_search_stop(args: argparse.Namespace) -> int:
     from . import stop_search
 
-    db = _open(args)
-    try:
-        with db.session() as s:
-            info = stop_search(s, args.search)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        info = stop_search(s, args.search)
     if args.json:
         print(json.dumps(_search_json(info)))
     else:
@@ -738,12 +734,8 @@ def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
 
 def cmd_show(args: argparse.Namespace) -> int:
     cid = _candidate_ref(args.candidate)
-    db = _open(args)
-    try:
-        with db.session() as s:
-            d = _candidate_details(s, cid)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        d = _candidate_details(s, cid)
     if args.json:
         print(json.dumps(d))
         return 0
@@ -799,13 +791,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise CLIError(f"--limit={args.limit} is invalid: expected an integer >= 1")
-    db = _open(args)
-    try:
-        with db.session() as s:
-            info = get_search(s, args.search)
-            rows = leaderboard(s, info.id, limit=args.limit)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        info = get_search(s, args.search)
+        rows = leaderboard(s, info.id, limit=args.limit)
     if args.json:
         print(json.dumps({"search_id": info.id, "search_name": info.name,
                           "metric": info.metric, "entries": _plain(rows)}))
@@ -847,13 +835,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from . import get_candidate, get_search
 
     cid = _candidate_ref(args.candidate)
-    db = _open(args)
-    try:
-        with db.session() as s:
-            cand = get_candidate(s, cid)
-            search = get_search(s, cand.search_id)
-    finally:
-        db.close()
+    with _unit_of_work(args) as s:
+        cand = get_candidate(s, cid)
+        search = get_search(s, cand.search_id)
     branches = cand.candidate.branches
     if args.format == "text":
         for name, g in branches:
