@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,30 @@ def _one_hot(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch
     return F.one_hot(lab, num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2).float()
 
 
+@runtime_checkable
+class RejectionProblem(Protocol):
+    """The shared samples of one branch's rejection protocol, for any branch kind.
+
+    :class:`DenseRejectionProblem` is the dense-classification one; tasks with other branch
+    kinds (box regression, heatmaps) provide their own with the same three methods.
+    """
+
+    config: RejectionConfig
+    kind: BranchKind
+
+    def fingerprint(self, graph: LossGraph) -> str | None:
+        """The gradient-equivalence fingerprint of ``graph`` at the fixed initial predictions."""
+        ...
+
+    def check(self, graph: LossGraph, engine: str = "auto") -> RejectionResult:
+        """The verdict of the protocol, with the engine's verdict-keeping shortcuts."""
+        ...
+
+    def check_plain(self, graph: LossGraph) -> RejectionResult:
+        """The verdict of the plain one-candidate reference loop."""
+        ...
+
+
 class DenseRejectionProblem:
     """Shared samples of the protocol for a dense classification branch (seg, mask, cls).
 
@@ -159,6 +184,12 @@ class DenseRejectionProblem:
         probe = {"yhat": torch.softmax(self.init_logits.double(), 1), "y": self.targets}
         return branch_fingerprint(graph, probe, "yhat", self.config.fingerprint_digits)
 
+    def check(self, graph: LossGraph, engine: str = "auto") -> RejectionResult:
+        return _check_dense(graph, self, engine)
+
+    def check_plain(self, graph: LossGraph) -> RejectionResult:
+        return _check_plain_dense(graph, self)
+
     # -- verdicts -----------------------------------------------------------------------------
     def _invalid(self, graph: LossGraph, t0: float) -> RejectionResult | None:
         problem = validity_problem(graph, self.kind)
@@ -181,8 +212,12 @@ class DenseRejectionProblem:
                                metric_after, score, iterations, seconds, stop)
 
 
-def check_plain(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionResult:
-    """Reference implementation: ``torch.optim.SGD`` on the logits for every iteration."""
+def check_plain(graph: LossGraph, problem: RejectionProblem) -> RejectionResult:
+    """Reference implementation: ``torch.optim.SGD`` on the predictions for every iteration."""
+    return problem.check_plain(graph)
+
+
+def _check_plain_dense(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionResult:
     t0 = time.perf_counter()
     invalid = problem._invalid(graph, t0)
     if invalid is not None:
@@ -204,13 +239,17 @@ def check_plain(graph: LossGraph, problem: DenseRejectionProblem) -> RejectionRe
     return problem._final(after, cfg.iterations, t0, StopReason.COMPLETED, non_finite)
 
 
-def check(graph: LossGraph, problem: DenseRejectionProblem,
-          engine: str = "auto") -> RejectionResult:
+def check(graph: LossGraph, problem: RejectionProblem, engine: str = "auto") -> RejectionResult:
     """The engine: the same trajectory as :func:`check_plain`, with exits that keep verdicts.
 
-    ``engine``: ``"native"`` runs the fused C kernel (per-pixel graphs only), ``"torch"`` the
+    ``engine`` (dense problems): ``"native"`` runs the fused C kernel, ``"torch"`` the
     operator-at-a-time loop, ``"auto"`` the kernel where it applies and torch elsewhere.
     """
+    return problem.check(graph, engine)
+
+
+def _check_dense(graph: LossGraph, problem: DenseRejectionProblem,
+                 engine: str = "auto") -> RejectionResult:
     t0 = time.perf_counter()
     invalid = problem._invalid(graph, t0)
     if invalid is not None:

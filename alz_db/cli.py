@@ -55,11 +55,15 @@ def _parse_formula(text: str):
 # --- alz check ---------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from alz_core.display import simplified_text
-    from alz_core.tasks.registry import TaskError, check_metric, get_task, seg_rejection_problem
+    from alz_core.tasks.registry import TaskError, check_metric, get_task, rejection_problems
 
     try:
         task = get_task(args.task)
         metric = check_metric(task, args.metric)
+        branch = args.branch or next(iter(task.branches))
+        if branch not in task.branches:
+            raise TaskError(f"unknown branch {branch!r} for task {task.name!r}; expected one "
+                            f"of {', '.join(task.branches)}")
         config = RejectionConfig(num_samples=args.samples, iterations=args.iterations,
                                  threshold=args.eta, score_mode=args.score_mode, seed=args.seed)
     except (TaskError, ConfigError) as exc:
@@ -71,7 +75,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     with err_console.status("preparing samples", spinner="dots") as status:
         try:
-            problem = seg_rejection_problem(metric, config, args.data_root, size=args.size)
+            problem = rejection_problems(task.name, metric, config, args.data_root,
+                                         size=args.size)[branch]
         except (FileNotFoundError, ValueError) as exc:
             raise CLIError(str(exc)) from None
         status.update(f"running the loss-rejection protocol ({config.iterations} iterations)")
@@ -81,6 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     payload = {
         "formula": graph.text,
         "task": task.name,
+        "branch": branch,
         "metric": metric,
         "threshold": config.threshold,
         "score_mode": config.score_mode.value,
@@ -95,7 +101,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     colour = "green" if result.accepted else "red"
     out_console.print(f"formula      {graph.text}")
     out_console.print(f"simplified   {simplified_text(graph)}")
-    out_console.print(f"task/metric  {task.name} / {metric}")
+    where = task.name if len(task.branches) == 1 else f"{task.name} (branch {branch})"
+    out_console.print(f"task/metric  {where} / {metric}")
     reason = f" ({result.reason.value})" if result.reason else ""
     out_console.print(f"verdict      [{colour}]{result.verdict.value}{reason}[/]  score {score}"
                       f" vs eta {config.threshold} ({config.score_mode.value})")
@@ -952,6 +959,12 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     ex.set_defaults(func=cmd_export)
 
 
+#: Modules that add commands: each has ``register(sub)`` taking the sub-parsers action and
+#: adding its parsers with ``set_defaults(func=...)``; they may use this module's helpers
+#: (``CLIError``, ``_database_url``, ``_unit_of_work``, the consoles).
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="alz", description="AutoLoss-Zero: search loss functions "
                 "from scratch, and track the searches in PostgreSQL.")
@@ -966,7 +979,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VOC-layout dataset to take the samples from (default: the built-in "
                    "synthetic scenes)")
     c.add_argument("--samples", type=int, default=5, help="B, number of samples (default 5)")
-    c.add_argument("--size", type=int, default=64, help="sample size in pixels (default 64)")
+    c.add_argument("--branch", default=None,
+                   help="branch of a multi-branch task (default: the task's first branch)")
+    c.add_argument("--size", type=int, default=None,
+                   help="sample size in pixels (default: the task's, 64 for seg)")
     c.add_argument("--iterations", type=int, default=500, help="SGD iterations (default 500)")
     c.add_argument("--eta", type=float, default=0.6, help="rejection threshold (default 0.6)")
     c.add_argument("--score-mode", default="absolute", help="absolute | gain")
@@ -1000,6 +1016,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     _add_db_commands(sub)
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return p
 
 

@@ -1,29 +1,25 @@
-"""Read-only SQL views for analysis (created by migration ``0002_analysis``).
-
-Connect with any PostgreSQL client (``psql "$ALZ_DATABASE_URL"``, or the embedded server's
-URL, ``alz_db.embedded.start_embedded().url``), ideally as the read-only role of
-:mod:`alz_db.roles`. The views are plain SQL over the tables of :mod:`alz_db.models`; nothing
-in them is cached.
-
-``v_leaderboard``
-    Per search, its evaluated representatives ranked by proxy fitness (``rank`` 1 = best;
-    diverged runs, ``fitness`` NULL and ``fitness_kind = 'diverged'``, rank last; ties go to
-    the older candidate). Columns: ``search_id, search_name, rank, candidate_id, formula,
+"""Read-only SQL views for analysis (created by migration ``0002_analysis``; ``v_leaderboard``
+    Per search, its best 1,000 evaluated representatives ranked by proxy fitness (``rank`` 1 =
+    best; diverged runs, ``fitness`` NULL and ``fitness_kind = 'diverged'``, rank last; ties go
+    to the older candidate). Columns: ``search_id, search_name, rank, candidate_id, formula,
     fitness, fitness_kind, generation, mutation, parent_id, fingerprint, evaluated_at``.
-    For the top of one search, filter on ``search_id`` and take the view's own order with a
-    ``LIMIT``: PostgreSQL then reads only those rows of ``ix_candidate_leaderboard`` (0.1 ms on
-    a search of a million candidates)::
+    Each search's rows are read from ``ix_candidate_leaderboard`` with a ``LIMIT``, so any
+    filter or order on the view stays a small index scan (about a millisecond on a search of a
+    million candidates)::
 
         SELECT rank, candidate_id, fitness, formula FROM v_leaderboard
-        WHERE search_id = 1 ORDER BY fitness DESC NULLS LAST, candidate_id LIMIT 10;
+        WHERE search_id = 1 ORDER BY rank LIMIT 10;
 
-    A filter on ``rank`` (``rank <= 10``) gives the same rows but ranks the whole search first
-    (about a second for 500,000 evaluated candidates); fine for real searches, whose evaluated
-    candidates number about the proxy budget. The best loss of every search is cheaper from
-    ``v_search_progress.best_candidate_id``::
+    The best loss of every search::
 
-        SELECT p.name, p.best_fitness, c.formula
-        FROM v_search_progress p JOIN candidate c ON c.id = p.best_candidate_id;
+        SELECT search_name, fitness, formula FROM v_leaderboard WHERE rank = 1;
+
+    Past the first 1,000 (rare: a search evaluates about its proxy budget, 500 by default),
+    rank the table itself, which reads the same index::
+
+        SELECT id, fitness, formula FROM candidate
+        WHERE search_id = 1 AND status = 'evaluated'
+        ORDER BY fitness DESC NULLS LAST, id LIMIT 100 OFFSET 1000;
 
 ``v_lineage``
     One row per candidate with its parent edge: ``candidate_id, parent_id, search_id,

@@ -49,7 +49,6 @@ Contracts and choices:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -192,40 +191,23 @@ class _SearchContext:
     population_cache: dict[int, Candidate] = field(default_factory=dict)
 
 
-def _ensure_synthetic(root: Path) -> Path:
-    """The default synthetic dataset, created once even with several workers starting."""
-    from alz_core.tasks.seg import ensure_synthetic_voc
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / ".synthetic_voc.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        return ensure_synthetic_voc(root)
-
-
 def _build_task(info: SearchInfo, data_dir: Path, token: str,
                 torch_threads: int | None) -> tuple[Any, dict[str, Any]]:
     """The proxy task and the per-branch rejection problems of a search (raises on bad
     settings: ``ValueError``, ``FileNotFoundError``, ``KeyError``)."""
-    from alz_core.tasks.registry import get_task, seg_rejection_problem
-    from alz_core.tasks.seg import TINY_CONFIG, SegProxyTask
+    from alz_core.tasks.registry import TaskSettings, build_task
 
-    if get_task(info.task).name != "seg":  # the registry only has seg so far
-        raise ValueError(f"task {info.task!r} has no proxy task in the worker")
     extra = info.extra
     user_root = extra.get("data_root")
-    root = Path(user_root) if user_root else _ensure_synthetic(data_dir / "synthetic_voc")
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_root={str(root)!r} is not a directory")
     options = dict(extra.get("cfg_options") or {})
     options["custom_hooks"] = list(options.get("custom_hooks") or []) + [_abort_hook_cfg(token)]
-    threads = extra.get("torch_threads", torch_threads)
-    task = SegProxyTask(extra.get("config") or TINY_CONFIG, data_root=root,
-                        max_iters=extra.get("max_iters"), cfg_options=options,
-                        torch_threads=threads)
-    problem = seg_rejection_problem(info.metric, info.rejection,
-                                    data_root=Path(user_root) if user_root else None,
-                                    size=int(extra.get("rejection_size", 64)))
-    return task, {name: problem for name in task.branches}
+    size = extra.get("rejection_size")
+    settings = TaskSettings(data_dir=data_dir, data_root=Path(user_root) if user_root else None,
+                            config=extra.get("config"), max_iters=extra.get("max_iters"),
+                            cfg_options=options,
+                            torch_threads=extra.get("torch_threads", torch_threads),
+                            rejection_size=int(size) if size is not None else None)
+    return build_task(info.task, info.metric, info.rejection, settings)
 
 
 # --- the worker ---------------------------------------------------------------------------------

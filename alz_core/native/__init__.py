@@ -155,7 +155,9 @@ def run_fused(prog: FusedProgram, init_logits: torch.Tensor, iterations: int, lr
     with status 0 completed, 1 non-finite, 2 zero gradient at the start."""
     lib = library()
     assert lib is not None
-    z = init_logits.permute(0, 2, 3, 1).contiguous()
+    # a copy even when the permuted view is already contiguous (H = W = 1 or C = 1): the kernel
+    # writes into z, and the caller's initial logits must stay as they are
+    z = init_logits.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
     buf = torch.zeros_like(z)
     n, h, w, c = z.shape
     status = ctypes.c_int(0)

@@ -1,9 +1,21 @@
-"""Which tasks exist, their branches and metrics, and their rejection samples."""
+"""Which tasks exist, their branches and metrics, and how to build them.
+
+Each task lives in its own module (``alz_core.tasks.<name>``), imported only when the task is
+built, that provides two functions:
+
+* ``rejection_problems(metric, config, data_root, size) -> {branch: RejectionProblem}``: the
+  shared samples of every branch's loss-rejection protocol;
+* ``build(metric, config, settings) -> (ProxyTask, {branch: RejectionProblem})``: the proxy task
+  of a search and its rejection problems.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,12 +32,56 @@ class TaskInfo:
     title: str
     branches: dict[str, BranchKind]
     metrics: tuple[str, ...]
+    module: str  # the module with ``build`` and ``rejection_problems``
 
 
 TASKS: dict[str, TaskInfo] = {
     "seg": TaskInfo("seg", "semantic segmentation (mmsegmentation)", {"seg": BranchKind.DENSE},
-                    tuple(SEG_METRICS)),
+                    tuple(SEG_METRICS), "alz_core.tasks.seg"),
 }
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """How a search's proxy task is built (the search's ``extra`` settings, typed).
+
+    ``data_root``: a dataset in the task's standard layout (``None``: the task's built-in
+    synthetic dataset, generated once under ``data_dir``); ``config``: an mmengine config path
+    (``None``: the task's tiny CPU config); ``max_iters`` overrides the schedule length;
+    ``cfg_options`` are merged into the config last; ``rejection_size`` is the side of the
+    rejection samples (``None``: the task's default).
+    """
+
+    data_dir: Path = Path(".alz/data")
+    data_root: Path | None = None
+    config: str | None = None
+    max_iters: int | None = None
+    cfg_options: Mapping[str, Any] = field(default_factory=dict)
+    torch_threads: int | None = None
+    rejection_size: int | None = None
+
+
+def _module(task: TaskInfo) -> Any:
+    return importlib.import_module(task.module)
+
+
+def rejection_problems(task: str, metric: str, config: RejectionConfig | None = None,
+                       data_root: Path | None = None, size: int | None = None) -> dict[str, Any]:
+    """The rejection problem of every branch of ``task`` (``{branch: RejectionProblem}``)."""
+    info = get_task(task)
+    return _module(info).rejection_problems(check_metric(info, metric),
+                                            config or RejectionConfig(), data_root, size)
+
+
+def build_task(task: str, metric: str, config: RejectionConfig | None,
+               settings: TaskSettings) -> tuple[Any, dict[str, Any]]:
+    """The proxy task of a search and the rejection problem of each of its branches.
+
+    Raises ``TaskError`` for an unknown task or metric, ``ValueError`` / ``FileNotFoundError``
+    for bad settings.
+    """
+    info = get_task(task)
+    return _module(info).build(check_metric(info, metric), config or RejectionConfig(), settings)
 
 
 class TaskError(ValueError):

@@ -235,3 +235,31 @@ def _release_runner(names: set[str]) -> None:
             for handler in list(getattr(inst, "handlers", [])):
                 handler.close()
                 inst.removeHandler(handler)  # type: ignore[union-attr]
+
+
+# --- the task registry's entry points ----------------------------------------------------------
+def rejection_problems(metric: str, config: Any, data_root: Path | None,
+                       size: int | None) -> dict[str, Any]:
+    from .registry import seg_rejection_problem
+
+    return {"seg": seg_rejection_problem(metric, config, data_root, size=size or 64)}
+
+
+def build(metric: str, config: Any, settings: Any) -> tuple[SegProxyTask, dict[str, Any]]:
+    """The seg proxy task of a search (see :class:`alz_core.tasks.registry.TaskSettings`)."""
+    import fcntl
+
+    root = settings.data_root
+    if root is None:
+        target = Path(settings.data_dir) / "synthetic_voc"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # several workers may start at once: the dataset is written by one of them
+        with open(target.parent / ".synthetic_voc.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            root = ensure_synthetic_voc(target)
+    elif not Path(root).is_dir():
+        raise FileNotFoundError(f"data_root={str(root)!r} is not a directory")
+    task = SegProxyTask(settings.config or TINY_CONFIG, data_root=root,
+                        max_iters=settings.max_iters, cfg_options=settings.cfg_options,
+                        torch_threads=settings.torch_threads)
+    return task, rejection_problems(metric, config, settings.data_root, settings.rejection_size)

@@ -119,3 +119,53 @@ def test_loading_the_kernel_keeps_subnormal_floats():
     tiny = np.float32(1e-40)  # subnormal in float32
     assert tiny != 0 and tiny * np.float32(1.0) != 0
     assert float(torch.tensor(1e-40) * 1.0) != 0.0
+
+
+def _torch_sgd(graph, init: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
+               momentum: float) -> torch.Tensor:
+    from alz_core.evaluate import CompiledGraph, rejection_reduce
+
+    z = init.clone().requires_grad_(True)
+    opt = torch.optim.SGD([z], lr=lr, momentum=momentum)
+    fn = CompiledGraph(graph)
+    for _ in range(steps):
+        opt.zero_grad()
+        rejection_reduce(fn({"yhat": torch.softmax(z, 1), "y": y})).backward()
+        opt.step()
+    return z.detach()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1), (2, 2), (3, 7), (9, 4), (13, 3)])
+@pytest.mark.parametrize("text", [
+    "-y*maxpool(yhat)",
+    "-y*log(minpool(maxpool(yhat)))",
+    "maxpool(yhat)*minpool(yhat)*y",
+    "(maxpool(maxpool(yhat)) - y)^2 + yhat*minpool(y)",
+    "maxpool(minpool(maxpool(yhat*y))) + mean_c(minpool(yhat))",
+])
+@pytest.mark.parametrize("start", ["ties", "random"])
+def test_streamed_pooling_matches_torch_on_any_image_shape(shape, text, start):
+    # mode 1 streams each image in bands of rows with separable pooling: odd and tiny shapes,
+    # and windows full of ties must route every gradient as torch's max_pool2d does. The tied
+    # start takes each pixel's logits from a palette whose softmax is exact in any
+    # implementation (1/3 each, or exactly one-hot: exp(-200) is 0 in float32); other ties
+    # would depend on the last bit of exp, which differs between vector and scalar code even
+    # within torch. One step: later steps may break ties by rounding differently.
+    h, w = shape
+    gen = torch.Generator().manual_seed(h * 31 + w)
+    labels = torch.randint(0, 3, (2, h, w), generator=gen)
+    if start == "ties":
+        palette = torch.tensor([[0.0, 0.0, 0.0], [0.0, -200.0, -200.0], [-200.0, 0.0, -200.0],
+                                [-200.0, -200.0, 0.0]])
+        pick = torch.randint(0, 4, (2, h, w), generator=gen)
+        init, steps = palette[pick].permute(0, 3, 1, 2).contiguous(), 1
+    else:
+        init, steps = torch.randn((2, 3, h, w), generator=gen), 3
+    y = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    g = parse_formula(text)
+    prog = native.lower(g, y)
+    assert prog is not None and prog.mode == 1
+    z, ran, status = native.run_fused(prog, init, steps, 0.05, 0.9)
+    assert ran == steps and status in (0, 2)  # 2: exactly zero gradient (all one-hot)
+    expected = _torch_sgd(g, init, y, steps, 0.05, 0.9)
+    torch.testing.assert_close(z.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)

@@ -76,3 +76,49 @@ def test_lineage_of_a_missing_candidate(sessions) -> None:
     with pytest.raises(NotFound, match="candidate 998877665 does not exist"), \
             session_scope(sessions) as s:
         lineage(s, 998877665)
+
+
+def test_leaderboard_view_ranks_the_top_of_each_search_from_the_index(sessions,
+                                                                      unique_name) -> None:
+    """v_leaderboard (migration 0003) ranks the best 1,000 of a search, the same ranking as
+    ``alz_db.leaderboard``, and every documented query form reads the leaderboard index."""
+    import json
+
+    n = 20_000
+    graph = cand(FORMULAS[0]).graphs["seg"]
+    with session_scope(sessions) as s:
+        sid = create_search(s, unique_name, "seg", "miou").id
+        # fitness in [0.1, 0.7) by a multiplicative hash of k (many ties); every 7th diverged
+        s.execute(text(
+            "INSERT INTO candidate (search_id, mutation, generation, graphs, branch_order, "
+            "formula, structural_hash, fingerprint, status, fitness, fitness_kind, "
+            "evaluated_at) "
+            "SELECT :s, 'init', 0, CAST(:g AS jsonb), ARRAY['seg'], :f, md5(k::text), "
+            "md5(k::text), 'evaluated', "
+            "CASE WHEN k % 7 = 0 THEN NULL ELSE 0.1 + ((k * 7919) % 600) / 1000.0 END, "
+            "CASE WHEN k % 7 = 0 THEN 'diverged' ELSE 'finite' END, now() "
+            "FROM generate_series(1, :n) k"),
+            {"s": sid, "g": json.dumps(graph.to_json()), "f": graph.text, "n": n})
+    with session_scope(sessions) as s:
+        s.execute(text("ANALYZE candidate"))
+    queries = {
+        "order by fitness": "SELECT rank, candidate_id FROM v_leaderboard WHERE search_id = :s "
+                            "ORDER BY fitness DESC NULLS LAST, candidate_id LIMIT 20",
+        "order by rank": "SELECT rank, candidate_id FROM v_leaderboard WHERE search_id = :s "
+                         "ORDER BY rank LIMIT 20",
+        "rank filter": "SELECT rank, candidate_id FROM v_leaderboard WHERE search_id = :s "
+                       "AND rank <= 20 ORDER BY rank",
+    }
+    with session_scope(sessions) as s:
+        board = [(e.rank, e.candidate_id) for e in leaderboard(s, sid, limit=1000)]
+        whole = s.execute(text("SELECT rank, candidate_id FROM v_leaderboard "
+                               "WHERE search_id = :s ORDER BY rank"), {"s": sid}).all()
+        results = {k: s.execute(text(q), {"s": sid}).all() for k, q in queries.items()}
+        plans = {k: "\n".join(s.execute(text("EXPLAIN " + q), {"s": sid}).scalars())
+                 for k, q in queries.items()}
+    assert [tuple(r) for r in whole] == board and len(board) == 1000
+    for name, rows in results.items():
+        assert [tuple(r) for r in rows] == board[:20], name
+    for name, plan in plans.items():
+        assert "ix_candidate_leaderboard" in plan, f"{name}:\n{plan}"
+        assert "Seq Scan on candidate" not in plan, f"{name}:\n{plan}"
