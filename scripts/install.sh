@@ -27,6 +27,13 @@ STAMP=$VENV/.alz-installed
 
 hash_inputs() { cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1; }
 
+# system packages first: they are not part of the .venv stamp below
+if [ "${ALZ_INSTALL_BROWSER:-0}" = "1" ] && \
+   ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  echo "[install] chromium + chromedriver (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(hash_inputs)" ]; then
   echo "[install] .venv is up to date"
   exit 0
@@ -67,11 +74,6 @@ $PIP install -q --no-deps "mmpose==1.3.2"
 
 echo "[install] the project and its dependencies"
 $PIP install -q -e ".[dev]"
-
-if [ "${ALZ_INSTALL_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
-  echo "[install] chromium + chromedriver (Debian packages)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
-fi
 
 "$VENV/bin/python" - <<'EOF'
 import mmcv, mmengine, mmseg, torch

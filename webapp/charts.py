@@ -1,0 +1,62 @@
+"""Charts (Altair) and the tables behind them, built from :mod:`alz_db.browse` records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import altair as alt
+import pandas as pd
+
+from alz_db.browse import FitnessPoint
+
+#: the x axes of the fitness charts: column and title
+X_AXES: dict[str, tuple[str, str]] = {
+    "proxy evaluations": ("evaluation", "proxy evaluations"),
+    "time": ("elapsed_min", "minutes since the search started"),
+}
+
+
+def history_frame(points: Sequence[FitnessPoint], search: str = "") -> pd.DataFrame:
+    """One row per finished proxy evaluation: its fitness and the best so far."""
+    return pd.DataFrame({
+        "search": [search] * len(points),
+        "evaluation": [p.evaluation for p in points],
+        "elapsed_min": [round(p.elapsed_s / 60.0, 3) for p in points],
+        "candidate": [p.candidate_id for p in points],
+        "fitness": [p.fitness for p in points],
+        "best": [p.best_so_far for p in points],
+    })
+
+
+def fitness_chart(frame: pd.DataFrame, metric: str, x: str = "proxy evaluations"
+                  ) -> alt.LayerChart:
+    """Per-evaluation fitness (points; diverged runs are left out) and the best so far (a
+    step line) against proxy evaluations or time."""
+    col, title = X_AXES[x]
+    base = alt.Chart(frame).encode(x=alt.X(f"{col}:Q", title=title))
+    points = base.mark_circle(size=70, opacity=0.7, color="#1f77b4").encode(
+        y=alt.Y("fitness:Q", title=metric),
+        tooltip=["evaluation", "candidate", "fitness", "best", "elapsed_min"])
+    best = base.mark_line(interpolate="step-after", color="#d62728").encode(
+        y=alt.Y("best:Q", title=metric))
+    return alt.layer(points.transform_filter("isValid(datum.fitness)"), best)
+
+
+def compare_chart(frames: Mapping[str, pd.DataFrame], metric: str,
+                  x: str = "proxy evaluations") -> alt.Chart:
+    """The best fitness so far of several searches on one chart, one colour per search."""
+    col, title = X_AXES[x]
+    data = pd.concat(list(frames.values()), ignore_index=True) if frames else \
+        history_frame([])
+    return alt.Chart(data).mark_line(interpolate="step-after").encode(
+        x=alt.X(f"{col}:Q", title=title), y=alt.Y("best:Q", title=f"best {metric}"),
+        color=alt.Color("search:N", title="search"),
+        tooltip=["search", "evaluation", "best", "candidate"])
+
+
+def loss_curve_chart(curve: Sequence[tuple[int, float | None]]) -> alt.Chart:
+    """The training loss of a proxy run against its iterations (non-finite steps are gaps)."""
+    frame = pd.DataFrame({"step": [s for s, _ in curve], "loss": [v for _, v in curve]})
+    return alt.Chart(frame).mark_line().encode(
+        x=alt.X("step:Q", title="iteration"), y=alt.Y("loss:Q", title="training loss"),
+        tooltip=["step", "loss"])

@@ -1,0 +1,76 @@
+"""Searches: every search with its progress, and the fitness history of one of them.
+Refreshes itself while a search runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from alz_db import SearchStatus
+from alz_db.browse import SearchOverview, fitness_history, search_overviews
+from webapp.charts import X_AXES, fitness_chart, history_frame
+from webapp.common import choose_search, fmt, fmt_rate, open_candidate, read
+
+#: seconds between refreshes while a search runs
+REFRESH_SECONDS = 5
+
+
+def searches_frame(overviews: list[SearchOverview]) -> pd.DataFrame:
+    """The table of searches: one row each."""
+    return pd.DataFrame([{
+        "id": o.info.id, "name": o.info.name, "task": o.info.task, "metric": o.info.metric,
+        "status": o.info.status.value,
+        "budget used": f"{o.info.evaluations_done}/{o.info.budget}",
+        "rejection rate": fmt_rate(o.info.rejection_rate),
+        "best fitness": fmt(o.info.best_fitness),
+        "workers alive": o.workers_alive,
+        "candidates": o.info.candidates,
+        "running": o.evaluations["running"], "queued": o.evaluations["queued"] +
+        o.evaluations["stale"], "failed": o.evaluations["failed"],
+        "created": o.info.created_at.strftime("%Y-%m-%d %H:%M"),
+    } for o in overviews])
+
+
+def _body() -> None:
+    overviews = read(search_overviews)
+    st.dataframe(searches_frame(overviews), hide_index=True)
+    chosen = choose_search(overviews)
+    if chosen is None:
+        return
+    info = chosen.info
+    cols = st.columns(5)
+    cols[0].metric("budget used", f"{info.evaluations_done} / {info.budget}",
+                   help=f"{chosen.budget_used:.0%} of the proxy evaluations are done; "
+                        f"{info.evaluations_reserved} reserved")
+    cols[1].metric(f"best {info.metric}", fmt(info.best_fitness))
+    cols[2].metric("rejection rate", fmt_rate(info.rejection_rate),
+                   help=f"{info.rejections} of {info.rejection_checks} rejection checks")
+    cols[3].metric("workers alive", chosen.workers_alive)
+    cols[4].metric("candidates", info.candidates)
+    if info.status is SearchStatus.FAILED and info.error:
+        st.error(f"search failed: {info.error}")
+    if chosen.best_formula is not None:
+        st.markdown(f"**best loss** (candidate {info.best_candidate_id}): "
+                    f"`{chosen.best_formula}`")
+        if st.button("Open the best candidate", key="open-best"):
+            open_candidate(int(info.best_candidate_id))
+    points = read(fitness_history, info.id)
+    if not points:
+        st.info("No proxy evaluation has finished yet.")
+        return
+    frame = history_frame(points, info.name)
+    x = st.radio("x axis", list(X_AXES), horizontal=True, key="searches-x")
+    st.altair_chart(fitness_chart(frame, info.metric, x), width="stretch")
+    diverged = sum(p.fitness is None for p in points)
+    st.caption(f"{len(points)} proxy evaluations finished"
+               + (f", {diverged} diverged (not drawn)" if diverged else "")
+               + "; the red line is the best fitness so far.")
+
+
+st.title("Searches")
+_running = any(o.info.status is SearchStatus.RUNNING for o in read(search_overviews))
+if _running and st.toggle("auto-refresh", value=True,
+                          help=f"re-read the database every {REFRESH_SECONDS} s"):
+    st.fragment(run_every=REFRESH_SECONDS)(_body)()
+else:
+    _body()
