@@ -411,7 +411,7 @@ def test_stop_a_finished_search_is_refused_and_run_prints_the_best(capsys, db_ur
 def test_docker_compose_is_valid_yaml():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "migrate", "worker"}  # no web app until it exists
+    assert set(services) == {"postgres", "migrate", "worker", "webapp"}
     pg = services["postgres"]
     assert pg["image"] == "postgres:16" and "pg_isready" in " ".join(pg["healthcheck"]["test"])
     volume = pg["volumes"][0].split(":")[0]
@@ -422,7 +422,10 @@ def test_docker_compose_is_valid_yaml():
     assert worker["command"] == ["alz-worker", "--procs", "1"]
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "container_name" not in worker  # --scale worker=N needs generated names
-    for svc in ("migrate", "worker"):
+    web = services["webapp"]
+    assert web["command"][:2] == ["alz", "ui"] and "0.0.0.0" in web["command"]
+    assert web["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for svc in ("migrate", "worker", "webapp"):
         url = services[svc]["environment"]["ALZ_DATABASE_URL"]
         assert url.startswith("postgresql://") and "@postgres:5432/" in url
     dockerfile = (REPO / "Dockerfile").read_text()
