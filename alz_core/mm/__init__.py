@@ -10,6 +10,8 @@ allow_failed_imports=False)``. This is the only part of ``alz_core`` that import
 
 from __future__ import annotations
 
+import importlib.util
+
 from mmseg.registry import METRICS, MODELS
 
 from .hooks import ProxyDiverged, ProxyRecorderHook
@@ -20,6 +22,13 @@ from .runner import ProxyRunner
 # force=True: re-importing (e.g. a reloaded module in a notebook) must not fail on the name
 MODELS.register_module(name="ALZLoss", module=ALZLoss, force=True)
 METRICS.register_module(name="ALZSegMetric", module=ALZSegMetric, force=True)
+
+# mmdetection's ALZClsLoss/ALZBoxLoss/ALZMaskLoss/ALZLoss (alz_core.mm.det), only when mmdet is
+# installed: mmseg-only use is unaffected
+if importlib.util.find_spec("mmdet") is not None:
+    from . import det as _det
+
+    _det.register()
 
 __all__ = ["ALZLoss", "ALZSegMetric", "ProxyDiverged", "ProxyRecorderHook", "ProxyRunner",
            "TargetKind", "one_hot_labels"]

@@ -38,6 +38,14 @@ class TaskInfo:
 TASKS: dict[str, TaskInfo] = {
     "seg": TaskInfo("seg", "semantic segmentation (mmsegmentation)", {"seg": BranchKind.DENSE},
                     tuple(SEG_METRICS), "alz_core.tasks.seg"),
+    "det": TaskInfo("det", "object detection, Faster R-CNN (mmdetection)",
+                    {"cls_rpn": BranchKind.DENSE, "reg_rpn": BranchKind.BOX,
+                     "cls_rcnn": BranchKind.DENSE, "reg_rcnn": BranchKind.BOX},
+                    ("map",), "alz_core.tasks.det"),
+    "ins": TaskInfo("ins", "instance segmentation, Mask R-CNN (mmdetection)",
+                    {"cls_rpn": BranchKind.DENSE, "reg_rpn": BranchKind.BOX,
+                     "cls_rcnn": BranchKind.DENSE, "reg_rcnn": BranchKind.BOX,
+                     "mask": BranchKind.DENSE}, ("map",), "alz_core.tasks.ins"),
 }
 
 
