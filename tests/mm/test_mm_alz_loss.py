@@ -81,10 +81,15 @@ def test_seed_miou_loss_is_finite_and_differentiable() -> None:
 
 
 def test_registry_builds_alzloss_from_a_config_dict() -> None:
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
-    loss = MODELS.build(dict(type="ALZLoss", formula="-y * log(yhat)", loss_weight=0.5,
-                             loss_name="loss_ce_alz"))
+    # an mmdet or mmpose runner earlier in the process leaves its default scope current, and
+    # mmengine builds from the current scope's registry (ALZLoss exists in each): name mmseg's,
+    # as an mmseg config does with default_scope='mmseg'
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        loss = MODELS.build(dict(type="ALZLoss", formula="-y * log(yhat)", loss_weight=0.5,
+                                 loss_name="loss_ce_alz"))
     assert isinstance(loss, ALZLoss)
     assert loss.loss_name == "loss_ce_alz" and loss.loss_weight == 0.5
     assert loss.formula == ALZLoss(CE).formula
