@@ -61,7 +61,7 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("ins_reg_rcnn", "ins", "map", "reg_rcnn", B, "-sqrt(i)/sqrt(e)", _T9),
     CatalogueEntry("ins_mask", "ins", "map", "mask", D, "abs(log(y*yhat))", _T9),
     # pose estimation, SimpleBaseline (seed Table 9)
-    CatalogueEntry("pose_map", "pose", "map", "heatmap", H, "(yhat - 16*y^4)^2 + yhat^4", _T9),
+    CatalogueEntry("pose_map", "pose", "map", "pose", H, "(yhat - 16*y^4)^2 + yhat^4", _T9),
     # hand-made baselines
     CatalogueEntry("cross_entropy", "seg", "", "seg", D, "-y*log(yhat)", _BASE,
                    "also the default of every dense classification branch"),
@@ -70,7 +70,7 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
                    "per-class soft Dice over the batch; summed over classes in training"),
     CatalogueEntry("iou_loss", "det", "", "reg_rcnn", B, "-log(i/u)", _BASE),
     CatalogueEntry("giou_loss", "det", "", "reg_rcnn", B, "1 - i/u + (e - u)/e", _BASE),
-    CatalogueEntry("heatmap_mse", "pose", "", "heatmap", H, "(yhat - y)^2", _BASE),
+    CatalogueEntry("heatmap_mse", "pose", "", "pose", H, "(yhat - y)^2", _BASE),
 )
 
 _BY_NAME = {e.name: e for e in CATALOGUE}

@@ -30,5 +30,10 @@ if importlib.util.find_spec("mmdet") is not None:
 
     _det.register()
 
+# mmpose is optional: its plug-in (ALZLoss for heatmap heads, alz_core.mm.pose) registers only
+# where mmpose is installed, so an mmseg-only environment keeps working
+if importlib.util.find_spec("mmpose") is not None:
+    from . import pose  # noqa: F401
+
 __all__ = ["ALZLoss", "ALZSegMetric", "ProxyDiverged", "ProxyRecorderHook", "ProxyRunner",
            "TargetKind", "one_hot_labels"]

@@ -46,6 +46,8 @@ TASKS: dict[str, TaskInfo] = {
                     {"cls_rpn": BranchKind.DENSE, "reg_rpn": BranchKind.BOX,
                      "cls_rcnn": BranchKind.DENSE, "reg_rcnn": BranchKind.BOX,
                      "mask": BranchKind.DENSE}, ("map",), "alz_core.tasks.ins"),
+    "pose": TaskInfo("pose", "pose estimation, top-down heatmaps (mmpose)",
+                     {"pose": BranchKind.HEATMAP}, ("map",), "alz_core.tasks.pose"),
 }
 
 
