@@ -962,7 +962,7 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
 #: Modules that add commands: each has ``register(sub)`` taking the sub-parsers action and
 #: adding its parsers with ``set_defaults(func=...)``; they may use this module's helpers
 #: (``CLIError``, ``_database_url``, ``_unit_of_work``, the consoles).
-_COMMAND_MODULES: tuple[str, ...] = ("alz_db.cli_ui",)
+_COMMAND_MODULES: tuple[str, ...] = ("alz_db.cli_ui", "alz_db.cli_tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -188,6 +188,8 @@ class Candidate(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
     worker_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("worker.id", ondelete="SET NULL"))
+    # revision 0004 (tuning): the best re-training settings found by `alz tune`
+    tuned_settings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         CheckConstraint(_in("status", CandidateStatus), name="status"),
@@ -328,6 +330,57 @@ class EvaluationStep(Base):
     __table_args__ = (
         PrimaryKeyConstraint("evaluation_id", "step"),
         CheckConstraint("loss NOT IN ('NaN', 'Infinity', '-Infinity')", name="loss_finite"),
+    )
+
+
+class TuningStudy(Base):
+    """Revision 0004: an Optuna study of a candidate's re-training settings (``alz tune``);
+    the trials themselves are in Optuna's tables, schema ``optuna``."""
+
+    __tablename__ = "tuning_study"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("candidate.id", ondelete="CASCADE"))
+    search_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("search.id", ondelete="CASCADE"))
+    study_name: Mapped[str] = mapped_column(String(200), unique=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    trials_finished: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    best_trial: Mapped[int | None] = mapped_column(Integer)
+    best_value: Mapped[float | None] = mapped_column(Double)
+    best_params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("best_value NOT IN ('NaN', 'Infinity', '-Infinity')",
+                        name="best_value_finite"),
+        CheckConstraint("trials_finished >= 0", name="trials_finished"),
+        Index("ix_tuning_study_candidate_id", "candidate_id"),
+    )
+
+
+class Experiment(Base):
+    """Revision 0004: the result of a whole study (``alz ablation``, ``alz baselines``)."""
+
+    __tablename__ = "experiment"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    search_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("search.id", ondelete="SET NULL"))
+    task: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('ablation', 'baselines')", name="kind"),
+        Index("ix_experiment_kind_task_metric", "kind", "task", "metric"),
+        Index("ix_experiment_search_id", "search_id"),
     )
 
 

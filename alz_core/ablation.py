@@ -1,0 +1,499 @@
+"""The search-efficiency study of the seed's appendix C (Figure 4, Table 8), without a database.
+
+Four arms are run on the same task, proxy budget and seeds; each adds one component of
+AutoLoss-Zero to the previous one:
+
+``random``
+    random search: every proxy evaluation is a fresh random graph (valid by construction:
+    it uses the prediction and the target), no rejection, no equivalence check;
+``evolution``
+    regularised evolution (tournament + mutation), every valid child is trained;
+``evolution+rejection``
+    evolution whose initial graphs and children must pass the loss-rejection protocol;
+``evolution+rejection+equivalence``
+    the whole method: a child whose gradient fingerprint equals an evaluated loss's reuses its
+    fitness without a proxy run.
+
+All four share :func:`alz_core.evolution.run_evolution` (random search is evolution whose
+initial population is the whole budget). The arms of one seed draw from the same generator
+seed, so (c) and (d) start from the same initial population.
+
+What is measured per (arm, seed) in a :class:`ArmTrace`: the fitness of every proxy evaluation
+in order and the best so far, how many losses were explored (graphs generated; for the arms
+with rejection, graphs checked by the protocol), rejections, reused fitnesses, and the compute
+charged to the arm (rejection checks, fingerprints and proxy trainings, each as measured).
+"Losses explored per hour" is explored / charged hours, the seed's Table 8 quantity.
+
+Proxy trainings and rejection checks are deterministic for a fixed seed (CPU), so the callers
+may serve repeated graphs from a cache (:class:`MeasuredCache`): the arm is still charged the
+seconds the first run took, and the number of proxy evaluations it used is unchanged. This only
+saves wall-clock time when several arms meet the same loss (the arms of one seed share their
+first draws).
+
+matplotlib is imported only by :func:`plot_ablation`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError, EvolutionConfig, SearchSpaceConfig
+from .evolution import Candidate, SearchEvent, SearchExhausted, run_evolution
+from .graph import BranchKind, LossGraph
+from .rejection import RejectionResult, StopReason, Verdict
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of the study."""
+
+    name: str
+    label: str
+    evolution: bool
+    rejection: bool
+    equivalence: bool
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("random", "(a) random search", False, False, False),
+    Arm("evolution", "(b) evolution", True, False, False),
+    Arm("evolution+rejection", "(c) evolution + loss rejection", True, True, False),
+    Arm("evolution+rejection+equivalence",
+        "(d) evolution + loss rejection + gradient equivalence", True, True, True),
+)
+ARM_NAMES: tuple[str, ...] = tuple(a.name for a in ARMS)
+#: an arm stops with SearchExhausted after this many individuals per budgeted evaluation
+MAX_INDIVIDUALS_PER_EVALUATION = 50
+_ARMS_BY_NAME = {a.name: a for a in ARMS}
+
+
+def get_arm(name: str) -> Arm:
+    """The arm called ``name``; ``ConfigError`` naming the known arms otherwise."""
+    try:
+        return _ARMS_BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"arm={name!r} is invalid: expected one of "
+                          f"{', '.join(ARM_NAMES)}") from None
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The shared settings of every arm.
+
+    ``budget`` proxy evaluations per (arm, seed); ``initial_population`` K and
+    ``population_size`` P and ``tournament_fraction`` T of the evolution arms (random search
+    uses K = budget); ``seeds``: one run of every arm per seed.
+    """
+
+    budget: int = 20
+    seeds: tuple[int, ...] = (0, 1, 2)
+    initial_population: int = 5
+    population_size: int = 2500
+    tournament_fraction: float = 0.25
+    arms: tuple[str, ...] = ARM_NAMES
+    max_mutation_tries: int = 200
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.budget, int) or self.budget < 1:
+            raise ConfigError(f"budget={self.budget!r} is invalid: expected an integer >= 1")
+        if not self.seeds:
+            raise ConfigError("seeds=() is invalid: expected at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds={self.seeds!r} is invalid: expected distinct seeds")
+        if not 1 <= self.initial_population <= self.budget:
+            raise ConfigError(f"initial_population={self.initial_population!r} is invalid: "
+                              f"expected 1 <= K <= budget ({self.budget})")
+        if not self.arms:
+            raise ConfigError("arms=() is invalid: expected at least one arm")
+        for a in self.arms:
+            get_arm(a)
+        # the remaining fields are validated by EvolutionConfig
+        self.evolution(get_arm(self.arms[0]))
+
+    def evolution(self, arm: Arm) -> EvolutionConfig:
+        """The evolution settings of ``arm`` (random search: K = budget)."""
+        k = self.initial_population if arm.evolution else self.budget
+        return EvolutionConfig(initial_population=k,
+                               population_size=max(self.population_size, k),
+                               tournament_fraction=self.tournament_fraction,
+                               budget=self.budget, max_mutation_tries=self.max_mutation_tries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "seeds": list(self.seeds), "arms": list(self.arms)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AblationConfig:
+        d = dict(data)
+        d["seeds"] = tuple(d.get("seeds", (0,)))
+        d["arms"] = tuple(d.get("arms", ARM_NAMES))
+        return cls(**d)
+
+
+@dataclass
+class ArmTrace:
+    """What one arm did with one seed."""
+
+    arm: str
+    seed: int
+    fitness: list[float | None] = field(default_factory=list)  # per proxy evaluation
+    formulas: list[str] = field(default_factory=list)  # per proxy evaluation
+    individuals: int = 0  # members added to the population (evaluated or reused)
+    reused: int = 0  # members that took an equivalent loss's fitness (no proxy run)
+    rejection_checks: int = 0
+    rejected: int = 0
+    explored: int = 0  # losses looked at: generated graphs, or graphs checked by rejection
+    rejection_seconds: float = 0.0
+    fingerprint_seconds: float = 0.0
+    proxy_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.fitness)
+
+    @property
+    def best_curve(self) -> list[float | None]:
+        """Best finite fitness after each proxy evaluation (``None`` until there is one)."""
+        out: list[float | None] = []
+        best: float | None = None
+        for f in self.fitness:
+            if f is not None and math.isfinite(f) and (best is None or f > best):
+                best = f
+            out.append(best)
+        return out
+
+    @property
+    def best(self) -> tuple[float | None, str | None]:
+        """``(fitness, formula)`` of the best evaluated loss (first one on ties)."""
+        best, formula = None, None
+        for f, text in zip(self.fitness, self.formulas):
+            if f is not None and math.isfinite(f) and (best is None or f > best):
+                best, formula = f, text
+        return best, formula
+
+    @property
+    def charged_seconds(self) -> float:
+        return self.rejection_seconds + self.fingerprint_seconds + self.proxy_seconds
+
+    @property
+    def explored_per_hour(self) -> float | None:
+        s = self.charged_seconds
+        return None if s <= 0 else self.explored * 3600.0 / s
+
+    @property
+    def diverged(self) -> int:
+        return sum(f is None for f in self.fitness)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ArmTrace:
+        return cls(**dict(data))
+
+
+@dataclass
+class AblationResult:
+    """Every trace of a study, with the settings and the task they were run on."""
+
+    config: AblationConfig
+    task: str
+    metric: str
+    traces: list[ArmTrace] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # proxy iterations etc., as run
+
+    def traces_of(self, arm: str) -> list[ArmTrace]:
+        return sorted((t for t in self.traces if t.arm == arm), key=lambda t: t.seed)
+
+    @property
+    def arms(self) -> list[str]:
+        """Arms with at least one trace, in the study's order."""
+        present = {t.arm for t in self.traces}
+        return [a for a in ARM_NAMES if a in present]
+
+    def curve(self, arm: str) -> dict[str, list[float | None]]:
+        """Best fitness against proxy evaluations across the arm's seeds: mean, std, min, max
+        at each evaluation count (seeds without a finite fitness yet are left out)."""
+        traces = self.traces_of(arm)
+        n = max((t.evaluations for t in traces), default=0)
+        out: dict[str, list[float | None]] = {"mean": [], "std": [], "min": [], "max": [],
+                                              "seeds": []}
+        curves = [t.best_curve for t in traces]
+        for k in range(n):
+            vals = [c[k] for c in curves if k < len(c) and c[k] is not None]
+            out["seeds"].append(len(vals))
+            if vals:
+                a = np.asarray(vals, dtype=float)
+                out["mean"].append(float(a.mean()))
+                out["std"].append(float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+                out["min"].append(float(a.min()))
+                out["max"].append(float(a.max()))
+            else:
+                for key in ("mean", "std", "min", "max"):
+                    out[key].append(None)
+        return out
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per arm: final best fitness (mean, std, min, max over seeds), the mean best
+        after half the budget, the mean area under the best-so-far curve (anytime quality),
+        diverged evaluations, rejection rate, reused fitnesses, and losses explored per
+        charged hour (mean over seeds)."""
+        rows = []
+        for arm in self.arms:
+            traces = self.traces_of(arm)
+            finals = [t.best[0] for t in traces]
+            finite = np.asarray([f for f in finals if f is not None], dtype=float)
+            half = [c[len(c) // 2 - 1] if len(c) >= 2 else (c[-1] if c else None)
+                    for c in (t.best_curve for t in traces)]
+            half_f = [h for h in half if h is not None]
+            areas = [float(np.mean([v if v is not None else 0.0 for v in t.best_curve]))
+                     for t in traces if t.evaluations]
+            evals = sum(t.evaluations for t in traces)
+            checks = sum(t.rejection_checks for t in traces)
+            per_hour = [t.explored_per_hour for t in traces if t.explored_per_hour is not None]
+            best_idx = int(np.argmax([-np.inf if f is None else f for f in finals])) \
+                if finals else 0
+            rows.append({
+                "arm": arm,
+                "label": get_arm(arm).label,
+                "seeds": len(traces),
+                "evaluations": evals,
+                "best_mean": float(finite.mean()) if finite.size else None,
+                "best_std": float(finite.std(ddof=1)) if finite.size > 1 else
+                (0.0 if finite.size else None),
+                "best_min": float(finite.min()) if finite.size else None,
+                "best_max": float(finite.max()) if finite.size else None,
+                "best_at_half_mean": float(np.mean(half_f)) if half_f else None,
+                "curve_area_mean": float(np.mean(areas)) if areas else None,
+                "diverged_fraction": (sum(t.diverged for t in traces) / evals) if evals else None,
+                "rejection_rate": (sum(t.rejected for t in traces) / checks) if checks else None,
+                "reused": sum(t.reused for t in traces),
+                "explored": sum(t.explored for t in traces),
+                "explored_per_hour": float(np.mean(per_hour)) if per_hour else None,
+                "charged_hours": sum(t.charged_seconds for t in traces) / 3600.0,
+                "best_formula": traces[best_idx].best[1] if traces else None,
+            })
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "metric": self.metric, "config": self.config.to_json(),
+                "settings": dict(self.settings), "traces": [t.to_json() for t in self.traces],
+                "summary": self.summary()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> AblationResult:
+        if isinstance(data, str):
+            data = json.loads(data)
+        return cls(AblationConfig.from_json(data["config"]), data["task"], data["metric"],
+                   [ArmTrace.from_json(t) for t in data["traces"]],
+                   dict(data.get("settings", {})))
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_json` to ``path`` (parents created)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_json(), indent=1))
+        return p
+
+
+# --- measured, cached callbacks ------------------------------------------------------------------
+class MeasuredCache:
+    """Memoises a deterministic, costly function by a text key and remembers what the first
+    call took: ``__call__`` returns ``(value, seconds)``, the seconds of the first call even
+    when the value comes from the cache (the arm is charged what the work costs)."""
+
+    def __init__(self, fn: Callable[[Any], Any], key: Callable[[Any], str]) -> None:
+        self.fn, self.key = fn, key
+        self.store: dict[str, tuple[Any, float]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, arg: Any) -> tuple[Any, float]:
+        k = self.key(arg)
+        if k in self.store:
+            self.hits += 1
+            return self.store[k]
+        t0 = time.perf_counter()
+        value = self.fn(arg)
+        out = (value, time.perf_counter() - t0)
+        self.store[k] = out
+        self.misses += 1
+        return out
+
+
+def accept_valid(branch: str, graph: LossGraph) -> RejectionResult:
+    """The "no rejection" check of arms (a) and (b): accept every graph (the generators only
+    make valid ones), at no cost."""
+    return RejectionResult(Verdict.ACCEPT, None, 0.0, None, None, 0, 0.0, StopReason.NOT_RUN)
+
+
+ProxyFn = Callable[[Candidate], tuple[float | None, float]]  # (fitness, seconds)
+CheckFn = Callable[[str, LossGraph], RejectionResult]  # result.seconds is charged
+FingerprintFn = Callable[[Candidate], tuple[str | None, float]]  # (fingerprint, seconds)
+
+
+def run_arm(arm: Arm | str, seed: int, config: AblationConfig,
+            branches: Mapping[str, BranchKind], proxy: ProxyFn, check: CheckFn,
+            fingerprint: FingerprintFn, space: SearchSpaceConfig | None = None,
+            on_evaluation: Callable[[ArmTrace], None] | None = None) -> ArmTrace:
+    """Run one arm with one seed until ``config.budget`` proxy evaluations are used.
+
+    ``proxy`` trains a candidate and returns ``(fitness, seconds)`` (``None``: diverged);
+    ``check`` is the loss-rejection protocol (used only by the arms with rejection);
+    ``fingerprint`` the gradient fingerprint (only by the arm with the equivalence check).
+    ``on_evaluation`` is called after every proxy evaluation.
+    """
+    arm = get_arm(arm) if isinstance(arm, str) else arm
+    trace = ArmTrace(arm.name, int(seed))
+    t0 = time.perf_counter()
+
+    def reject(branch: str, graph: LossGraph) -> RejectionResult:
+        trace.explored += 1
+        if not arm.rejection:
+            return accept_valid(branch, graph)
+        result = check(branch, graph)
+        trace.rejection_checks += 1
+        trace.rejected += not result.accepted
+        trace.rejection_seconds += result.seconds
+        return result
+
+    def fp(cand: Candidate) -> str | None:
+        if not arm.equivalence:
+            return None
+        value, seconds = fingerprint(cand)
+        trace.fingerprint_seconds += seconds
+        return value
+
+    def evaluate(cand: Candidate) -> float | None:
+        fitness, seconds = proxy(cand)
+        if fitness is not None and not math.isfinite(fitness):
+            fitness = None
+        trace.proxy_seconds += seconds
+        trace.fitness.append(fitness)
+        trace.formulas.append(cand.text)
+        if on_evaluation is not None:
+            on_evaluation(trace)
+        return fitness
+
+    def on_event(ev: SearchEvent) -> None:
+        trace.individuals += 1
+        trace.reused += ev.reused
+        if trace.individuals > MAX_INDIVIDUALS_PER_EVALUATION * config.budget:
+            # reused fitnesses use no budget: a search space whose equivalence classes are
+            # all evaluated would otherwise never end
+            raise SearchExhausted(f"arm {arm.name!r} seed {seed}: {trace.individuals} "
+                                  f"individuals for {trace.evaluations} proxy evaluations; "
+                                  f"the children keep reusing evaluated losses")
+
+    run_evolution(branches, np.random.default_rng(int(seed)), reject, fp, evaluate,
+                  config.evolution(arm), space, on_event=on_event,
+                  use_equivalence=arm.equivalence)
+    trace.wall_seconds = time.perf_counter() - t0
+    return trace
+
+
+def run_ablation(config: AblationConfig, branches: Mapping[str, BranchKind], proxy: ProxyFn,
+                 check: CheckFn, fingerprint: FingerprintFn, *, task: str = "seg",
+                 metric: str = "miou", space: SearchSpaceConfig | None = None,
+                 settings: Mapping[str, Any] | None = None,
+                 on_evaluation: Callable[[ArmTrace], None] | None = None) -> AblationResult:
+    """Every arm of ``config`` with every seed, in one process (seed by seed; within a seed the
+    full method first, so the arms that share its draws hit the callers' caches)."""
+    result = AblationResult(config, task, metric, settings=dict(settings or {}))
+    order = sorted(config.arms, key=lambda a: -ARM_NAMES.index(a))
+    for seed in config.seeds:
+        for arm in order:
+            result.traces.append(run_arm(arm, seed, config, branches, proxy, check,
+                                         fingerprint, space, on_evaluation))
+    return result
+
+
+# --- the figure ----------------------------------------------------------------------------------
+_COLOURS = {"random": "#7f7f7f", "evolution": "#1f77b4", "evolution+rejection": "#ff7f0e",
+            "evolution+rejection+equivalence": "#2ca02c"}
+
+
+def plot_ablation(result: AblationResult, path: str | Path, *, dpi: int = 120) -> Path:
+    """Write the study's figure (PNG): best fitness against proxy evaluations (mean over seeds,
+    a band of one standard deviation, each seed as a thin line) and losses explored per hour
+    (log scale). Returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2),
+                                 gridspec_kw={"width_ratios": [1.7, 1]})
+    summary = {r["arm"]: r for r in result.summary()}
+    for arm in result.arms:
+        colour = _COLOURS.get(arm)
+        for t in result.traces_of(arm):
+            c = t.best_curve
+            xs = [i + 1 for i, v in enumerate(c) if v is not None]
+            ax.plot(xs, [v for v in c if v is not None], color=colour, alpha=0.25, lw=0.8)
+        cur = result.curve(arm)
+        xs = [i + 1 for i, v in enumerate(cur["mean"]) if v is not None]
+        mean = np.asarray([v for v in cur["mean"] if v is not None], dtype=float)
+        std = np.asarray([s for s, v in zip(cur["std"], cur["mean"]) if v is not None],
+                         dtype=float)
+        ax.plot(xs, mean, color=colour, lw=2, label=get_arm(arm).label)
+        if len(xs):
+            ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.15, lw=0)
+    ax.set_xlabel("proxy evaluations")
+    ax.set_ylabel(f"best {result.metric} so far")
+    seeds = len(result.config.seeds)
+    ax.set_title(f"{result.task} / {result.metric}: mean over {seeds} seed"
+                 f"{'s' if seeds != 1 else ''} (band: ±1 std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    names = [a for a in result.arms if summary[a]["explored_per_hour"]]
+    vals = [summary[a]["explored_per_hour"] for a in names]
+    bx.barh(range(len(names)), vals, color=[_COLOURS.get(a) for a in names])
+    bx.set_yticks(range(len(names)))
+    bx.set_yticklabels([get_arm(a).label.split(" ", 1)[0] for a in names])
+    bx.invert_yaxis()
+    if vals and max(vals) / max(min(vals), 1e-9) > 20:
+        bx.set_xscale("log")
+    bx.set_xlabel("losses explored per hour (charged compute)")
+    bx.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=dpi)
+    plt.close(fig)
+    return p
+
+
+def summary_markdown(result: AblationResult) -> str:
+    """The summary as a Markdown table (for the README and the report)."""
+
+    def f(v: float | None, digits: int = 4) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    lines = [f"| arm | seeds | best {result.metric} (mean ± std) | min – max | best at half "
+             f"budget | diverged | rejected | reused | losses explored / h |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
+    for r in result.summary():
+        per_hour = "-" if r["explored_per_hour"] is None else f"{r['explored_per_hour']:.0f}"
+        lines.append(
+            f"| {r['label']} | {r['seeds']} | {f(r['best_mean'])} ± {f(r['best_std'])} | "
+            f"{f(r['best_min'])} – {f(r['best_max'])} | {f(r['best_at_half_mean'])} | "
+            f"{pct(r['diverged_fraction'])} | {pct(r['rejection_rate'])} | {r['reused']} | "
+            f"{per_hour} |")
+    return "\n".join(lines)
+
+
+__all__ = ["ARMS", "ARM_NAMES", "AblationConfig", "AblationResult", "Arm", "ArmTrace",
+           "MeasuredCache", "accept_valid", "get_arm", "plot_ablation", "run_ablation",
+           "run_arm", "summary_markdown"]

@@ -1,0 +1,653 @@
+"""The ``alz`` commands for using and trusting a discovered loss.
+
+* ``alz retrain CANDIDATE``: full-schedule re-training, stored as a ``retrain`` evaluation
+  (:mod:`alz_db.retrain`);
+* ``alz tune CANDIDATE``: an Optuna study of the re-training settings in the same database,
+  best settings written back to the candidate (:mod:`alz_db.tuning`);
+* ``alz ablation``: the search-efficiency study of the seed's appendix C
+  (:mod:`alz_core.ablation`), stored in the database (table ``experiment``) and written as JSON
+  and PNG;
+* ``alz report SEARCH``: a self-contained HTML report (:mod:`alz_db.report`);
+* ``alz baselines SEARCH``: the best loss re-trained beside cross-entropy and the seed's
+  Table 9 loss, same schedule and seeds.
+
+Registered by :func:`register` (``alz_db.cli._COMMAND_MODULES``); errors follow the CLI's
+convention (one line ``error: ...``, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .cli import (
+    CLIError,
+    _candidate_ref,
+    _database_url,
+    _db_options,
+    _fmt,
+    _open,
+    _say,
+    _unit_of_work,
+    err_console,
+    out_console,
+)
+from .errors import StoreError
+
+
+def _progress(*fields: str):  # noqa: ANN202 - a rich Progress
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    # off a terminal (a log file, a pipe) there is no bar: only the result lines
+    return Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), console=err_console,
+                    disable=not err_console.is_terminal)
+
+
+def _positive(name: str, value: int | None, low: int = 1) -> None:
+    if value is not None and value < low:
+        raise CLIError(f"{name}={value} is invalid: expected an integer >= {low}")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise CLIError(f"--seeds {text!r} is invalid: expected comma-separated integers, "
+                       f"e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CLIError(f"--seeds {text!r} is invalid: expected distinct comma-separated "
+                       f"integers, e.g. 0,1,2")
+    return seeds
+
+
+def _range(name: str, text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise CLIError(f"{name} {text!r} is invalid: expected LOW,HIGH, e.g. 0.1,10") from None
+    return lo, hi
+
+
+def _settings_from_args(args: argparse.Namespace):  # noqa: ANN202 - TrainingSettings | None
+    from .errors import InvalidInput
+    from .retrain import TrainingSettings
+
+    given = {k: getattr(args, k) for k in ("lr_scale", "loss_weight", "warmup_ratio")
+             if getattr(args, k) is not None}
+    if not given:
+        return None
+    try:
+        return TrainingSettings(**given)
+    except InvalidInput as exc:
+        raise CLIError(str(exc)) from None
+
+
+# --- alz retrain ---------------------------------------------------------------------------------
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .retrain import retrain_candidate
+
+    cid = _candidate_ref(args.candidate)
+    _positive("--max-iters", args.max_iters)
+    _positive("--val-interval", args.val_interval)
+    _positive("--torch-threads", args.torch_threads)
+    settings = _settings_from_args(args)
+    db = _open(args)
+    try:
+        with _progress() as progress:
+            bar = progress.add_task(f"retrain {cid}", total=None, info="building the task")
+            state: dict[str, Any] = {"val": ""}
+
+            def on_iter(step: int, total: int) -> None:
+                progress.update(bar, completed=step, total=total, info=state["val"])
+
+            def on_val(step: int, metrics: dict[str, float]) -> None:
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:3])
+                state["val"] = f"iteration {step}: {shown}"
+                progress.update(bar, info=state["val"])
+
+            try:
+                out = retrain_candidate(db.sessions, cid, config=args.config,
+                                        max_iters=args.max_iters, seed=args.seed,
+                                        settings=settings, use_tuned=not args.no_tuned,
+                                        data_root=args.data_root, data_dir=Path(args.data_dir),
+                                        val_interval=args.val_interval,
+                                        torch_threads=args.torch_threads, on_iter=on_iter,
+                                        on_val=on_val)
+            except (StoreError, CLIError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the training failed: one line
+                raise CLIError(f"the re-training of candidate {cid} failed (recorded as a "
+                               f"failed retrain evaluation): {type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:500]}") from None
+    finally:
+        db.close()
+    payload = {"evaluation_id": out.evaluation_id, "candidate_id": out.candidate_id,
+               "fitness": out.fitness, "metrics": out.metrics, "iterations": out.iterations,
+               "seconds": out.seconds, "settings": out.settings, "config": out.config,
+               "seed": out.seed}
+    if args.json:
+        print(json.dumps(payload))
+        return 0
+    fitness = "diverged" if out.fitness is None else f"{out.fitness:.4f}"
+    _say(f"retrained candidate {cid} (evaluation {out.evaluation_id}): {fitness} after "
+         f"{out.iterations} iterations in {out.seconds:.0f} s")
+    _say(f"config   {out.config} (seed {out.seed})")
+    _say("settings " + ", ".join(f"{k} {v:.4g}" for k, v in out.settings.items()))
+    metrics = {k: v for k, v in out.metrics.items() if isinstance(v, float)}
+    if metrics:
+        _say("metrics  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+# --- alz tune -------------------------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .errors import InvalidInput
+    from .tuning import TuneConfig, trials_for_candidate, tune_candidate
+
+    cid = _candidate_ref(args.candidate)
+    _positive("--workers", args.workers, 0)
+    _positive("--torch-threads", args.torch_threads)
+    ranges = {k: v for k, v in (("lr_scale", _range("--lr-scale", args.lr_scale_range)),
+                                ("loss_weight", _range("--loss-weight", args.loss_weight_range)),
+                                ("warmup_ratio", _range("--warmup", args.warmup_range)))
+              if v is not None}
+    try:
+        config = TuneConfig(trials=args.trials, proxy_iters=args.proxy_iters,
+                            config=args.config, report_every=args.report_every,
+                            pruner=args.pruner, prune_startup=args.prune_startup,
+                            prune_below=args.prune_below, seed=args.seed, **ranges)
+    except InvalidInput as exc:
+        raise CLIError(str(exc)) from None
+    url = _database_url(args)
+    with _unit_of_work(args) as s:  # the candidate must exist before any process starts
+        from .candidates import get_candidate
+
+        get_candidate(s, cid)
+    threads = args.torch_threads if args.torch_threads is not None else \
+        (1 if args.workers > 1 else None)
+    with _progress() as progress:
+        bar = progress.add_task(f"tune {cid}", total=config.trials, info="starting workers")
+
+        def on_poll(counts: dict[str, int], best: float | None) -> None:
+            done = sum(v for k, v in counts.items() if k in ("COMPLETE", "PRUNED", "FAIL"))
+            progress.update(bar, completed=done, info=(
+                f"best {_fmt(best, 3)} | complete {counts.get('COMPLETE', 0)} pruned "
+                f"{counts.get('PRUNED', 0)} failed {counts.get('FAIL', 0)} running "
+                f"{counts.get('RUNNING', 0)}"))
+
+        outcome = tune_candidate(url, cid, config, workers=args.workers,
+                                 study_name=args.study, data_dir=Path(args.data_dir).resolve(),
+                                 torch_threads=threads, on_poll=on_poll)
+    with _unit_of_work(args) as s:
+        trials = [t for t in trials_for_candidate(s, cid)
+                  if t.study_name == outcome.study.study_name]
+    if args.json:
+        print(json.dumps({"study": outcome.study.study_name, "counts": outcome.counts,
+                          "best": outcome.best, "errors": outcome.errors,
+                          "trials": [{"number": t.number, "state": t.state, "value": t.value,
+                                      "params": t.params, "intermediate": t.intermediate,
+                                      "user_attrs": t.user_attrs} for t in trials]}))
+    else:
+        from rich.table import Table
+
+        table = Table("trial", "state", "value", "lr_scale", "loss_weight", "warmup_ratio",
+                      "reports", "worker", title=f"study {outcome.study.study_name}")
+        for t in trials:
+            p = t.params
+            table.add_row(str(t.number), t.state, _fmt(t.value), _fmt(p.get("lr_scale"), 3),
+                          _fmt(p.get("loss_weight"), 3), _fmt(p.get("warmup_ratio"), 3),
+                          str(len(t.intermediate)), str(t.user_attrs.get("worker", "-")))
+        out_console.print(table)
+        if outcome.best:
+            b = outcome.best
+            _say(f"best trial {b['trial']}: {outcome.study.metric} {b['value']:.4f} with "
+                 f"lr_scale {b['lr_scale']:.4g}, loss_weight {b['loss_weight']:.4g}, "
+                 f"warmup_ratio {b['warmup_ratio']:.4g}; written to candidate {cid} "
+                 f"(used by `alz retrain {cid}`)")
+        else:
+            _say("no completed trial yet: nothing written back")
+    for e in outcome.errors:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+    if outcome.errors and not outcome.best:
+        raise CLIError(f"every tuning worker failed: {outcome.errors[0]}")
+    return 0
+
+
+# --- alz ablation ---------------------------------------------------------------------------------
+def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
+                   proxy_iters: int | None, data_dir: str, data_root: str | None,
+                   torch_threads: int | None, queue: Any) -> list[dict[str, Any]]:
+    """All arms of one seed in this process (a spawned worker, or the command itself).
+    Reports ``("eval", arm, seed, n)`` after each proxy evaluation and ``("trace", dict)``
+    after each arm on ``queue``."""
+    import shutil
+    import tempfile
+
+    from alz_core.ablation import ARM_NAMES, AblationConfig, MeasuredCache, run_arm
+    from alz_core.config import RejectionConfig
+    from alz_core.equivalence import combine_fingerprints
+    from alz_core.rejection import check as run_check
+    from alz_core.tasks.registry import TaskSettings, build_task, get_task
+
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(int(torch_threads))
+    cfg = AblationConfig.from_json(config)
+    proxy_task, problems = build_task(task, metric, RejectionConfig(), TaskSettings(
+        data_dir=Path(data_dir), data_root=Path(data_root) if data_root else None,
+        max_iters=proxy_iters, torch_threads=torch_threads))
+    work = Path(tempfile.mkdtemp(prefix="alz-ablation-"))
+
+    def train(cand: Any) -> float | None:
+        try:
+            return proxy_task.run(cand.graphs, metric, work / "run", seed=0).fitness
+        finally:
+            shutil.rmtree(work / "run", ignore_errors=True)
+
+    proxy = MeasuredCache(train, key=lambda c: c.text)
+    checks: dict[tuple[str, str], Any] = {}
+
+    def check(branch: str, graph: Any) -> Any:
+        key = (branch, graph.text)
+        if key not in checks:  # deterministic: a repeated graph is charged its first time
+            checks[key] = run_check(graph, problems[branch])
+        return checks[key]
+
+    fingerprint = MeasuredCache(
+        lambda c: combine_fingerprints({n: problems[n].fingerprint(g) for n, g in c.branches}),
+        key=lambda c: c.text)
+    traces = []
+    try:
+        for arm in sorted(cfg.arms, key=lambda a: -ARM_NAMES.index(a)):
+            trace = run_arm(arm, seed, cfg, get_task(task).branches, proxy, check, fingerprint,
+                            on_evaluation=lambda t: queue.put(("eval", t.arm, t.seed,
+                                                               t.evaluations)))
+            queue.put(("trace", trace.to_json()))
+            traces.append(trace.to_json())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return traces
+
+
+class _ListQueue:
+    """The ``queue`` of an in-process unit: calls back at once."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def put(self, item: Any) -> None:
+        self.fn(item)
+
+
+def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
+               data_root: str | None, threads: int | None, handle: Any) -> None:
+    """Every seed's unit, in this process or in ``args.procs`` spawned ones."""
+    if args.procs == 1:
+        for seed in config.seeds:
+            _ablation_unit(seed, config.to_json(), task, metric, args.proxy_iters,
+                           args.data_dir, data_root, threads, _ListQueue(handle))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as manager:
+            queue = manager.Queue()
+            with ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
+                futures = [pool.submit(_ablation_unit, seed, config.to_json(), task,
+                                       metric, args.proxy_iters, args.data_dir,
+                                       data_root, threads, queue)
+                           for seed in config.seeds]
+                while not all(f.done() for f in futures) or not queue.empty():
+                    while not queue.empty():
+                        handle(queue.get())
+                    time.sleep(0.5)
+                for f in futures:
+                    f.result()  # re-raise a worker's error
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from alz_core.ablation import (
+        AblationConfig,
+        AblationResult,
+        ArmTrace,
+        plot_ablation,
+        summary_markdown,
+    )
+    from alz_core.config import ConfigError
+    from alz_core.tasks.registry import TaskError, check_metric, get_task
+
+    try:
+        info = get_task(args.task)
+        metric = check_metric(info, args.metric)
+        config = AblationConfig(budget=args.budget, seeds=tuple(_seeds(args.seeds)),
+                                initial_population=args.initial,
+                                tournament_fraction=args.tournament,
+                                arms=tuple(args.arms.split(",")) if args.arms else
+                                AblationConfig().arms)
+    except (TaskError, ConfigError) as exc:
+        raise CLIError(str(exc)) from None
+    _positive("--proxy-iters", args.proxy_iters)
+    _positive("--procs", args.procs)
+    data_root = None
+    if args.data_root is not None:
+        if not Path(args.data_root).is_dir():
+            raise CLIError(f"--data-root {args.data_root}: not a directory")
+        data_root = str(Path(args.data_root).resolve())
+    out = Path(args.out)
+    name = args.name or f"ablation-{info.name}-{metric}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.no_db:
+        with _unit_of_work(args):  # fail now, not after an hour, if the database is not there
+            pass
+    settings = {"proxy_iters": args.proxy_iters, "procs": args.procs, "proxy_seed": 0,
+                "rejection": "seed protocol (B=5, 500 SGD iterations, eta=0.6)"}
+    result = AblationResult(config, info.name, metric, settings=settings)
+    total = len(config.arms) * len(config.seeds) * config.budget
+    done: dict[tuple[str, int], int] = {}
+    t0 = time.perf_counter()
+    threads = 1 if args.procs > 1 else None
+
+    def save_partial() -> None:
+        result.settings["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        result.save(out / "ablation.json")
+
+    with _progress() as progress:
+        bar = progress.add_task("ablation", total=total, info="preparing the task")
+
+        def handle(item: Any) -> None:
+            if item[0] == "eval":
+                _, arm, seed, n = item
+                done[(arm, seed)] = n
+                progress.update(bar, completed=sum(done.values()),
+                                info=f"{arm} seed {seed}: {n}/{config.budget}")
+            else:
+                trace = ArmTrace.from_json(item[1])
+                result.traces.append(trace)
+                save_partial()
+                if not err_console.is_terminal:  # a log file gets one line per finished arm
+                    best = trace.best[0]
+                    err_console.print(
+                        f"arm {trace.arm} seed {trace.seed}: best {_fmt(best)} after "
+                        f"{trace.evaluations} proxy evaluations, {trace.explored} losses "
+                        f"explored, {trace.charged_seconds:.0f} s charged "
+                        f"({time.perf_counter() - t0:.0f} s since start)",
+                        markup=False, highlight=False, soft_wrap=True)
+
+        try:
+            _run_units(args, config, info.name, metric, data_root, threads, handle)
+        except (StoreError, CLIError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line; what finished is kept
+            save_partial()
+            raise CLIError(f"the ablation stopped: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:500]} (finished arms are in "
+                           f"{out / 'ablation.json'})") from None
+    save_partial()
+    figure = plot_ablation(result, out / "ablation.png")
+    table = summary_markdown(result)
+    (out / "ablation.md").write_text(table + "\n")
+    experiment_id = None
+    if not args.no_db:
+        from .experiments import save_experiment
+
+        with _unit_of_work(args) as s:
+            experiment_id = save_experiment(s, "ablation", name, task=info.name, metric=metric,
+                                            config=config.to_json(), result=result.to_json())
+    if args.json:
+        print(json.dumps({"experiment_id": experiment_id, "json": str(out / "ablation.json"),
+                          "figure": str(figure), "summary": result.summary()}))
+        return 0
+    out_console.print(table, markup=False, highlight=False, soft_wrap=True)
+    _say(f"figure {figure}; data {out / 'ablation.json'}; table {out / 'ablation.md'}")
+    if experiment_id is not None:
+        _say(f"stored as experiment {experiment_id} {name!r} (shown by `alz report`)")
+    _say(f"wall time {time.perf_counter() - t0:.0f} s with {args.procs} process(es)")
+    return 0
+
+
+# --- alz report -----------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    _positive("--top", args.top)
+    ablation = None
+    if args.ablation is not None:
+        p = Path(args.ablation)
+        try:
+            ablation = json.loads(p.read_text())
+            if not {"config", "traces", "task", "metric"} <= set(ablation):
+                raise ValueError("not an ablation result")
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--ablation {args.ablation}: {exc}") from None
+    with _unit_of_work(args) as s:
+        from .searches import get_search
+
+        info = get_search(s, args.search)
+        out = Path(args.out or f"report-{info.name}")
+        with err_console.status("rendering the report", spinner="dots"):
+            path = write_report(s, info.id, out, top=args.top, ablation=ablation)
+    if args.json:
+        print(json.dumps({"search_id": info.id, "html": str(path),
+                          "figures": sorted(str(p) for p in out.glob("*.png"))}))
+    else:
+        _say(f"report of search {info.id} {info.name!r}: {path}")
+    return 0
+
+
+# --- alz baselines --------------------------------------------------------------------------------
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from .retrain import run_baselines
+
+    seeds = _seeds(args.seeds)
+    _positive("--max-iters", args.max_iters)
+    _positive("--torch-threads", args.torch_threads)
+    with _unit_of_work(args) as s:
+        from .searches import get_search
+
+        info = get_search(s, args.search)
+        if args.candidate is not None:
+            cid = _candidate_ref(args.candidate)
+            from .candidates import get_candidate
+
+            if get_candidate(s, cid).search_id != info.id:
+                raise CLIError(f"candidate {cid} is invalid: it belongs to another search "
+                               f"than {info.id} {info.name!r}")
+        elif info.best_candidate_id is None:
+            raise CLIError(f"search {info.id} {info.name!r} has no evaluated candidate yet")
+        else:
+            cid = info.best_candidate_id
+    db = _open(args)
+    try:
+        with _progress() as progress:
+            bar = progress.add_task("baselines", total=None, info="building the task")
+            state = {"run": ""}
+
+            def on_run(name: str, seed: int) -> None:
+                state["run"] = f"{name}, seed {seed}"
+                progress.update(bar, completed=0, info=state["run"])
+
+            def on_iter(step: int, total: int) -> None:
+                progress.update(bar, completed=step, total=total, info=state["run"])
+
+            try:
+                result = run_baselines(db.sessions, cid, seeds=seeds, config=args.config,
+                                       max_iters=args.max_iters, use_tuned=args.tuned,
+                                       data_dir=Path(args.data_dir),
+                                       torch_threads=args.torch_threads, on_run=on_run,
+                                       on_iter=on_iter)
+            except (StoreError, CLIError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a training failed: one line
+                raise CLIError(f"a baseline training failed ({state['run']}): "
+                               f"{type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:500]}") from None
+        from .experiments import save_experiment
+
+        with db.session() as s:
+            experiment_id = save_experiment(
+                s, "baselines", f"baselines-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                task=info.task, metric=info.metric, search_id=info.id,
+                config={"seeds": seeds, "config": result["config"],
+                        "max_iters": args.max_iters, "tuned": args.tuned},
+                result=result)
+    finally:
+        db.close()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "baselines.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps({"experiment_id": experiment_id, **result}))
+        return 0
+    from rich.table import Table
+
+    table = Table("loss", "formula", f"{info.metric} mean ± std", "min – max", "runs",
+                  "diverged", title=f"search {info.id} {info.name}: seeds {seeds}, "
+                  f"{args.max_iters or 'config'} iterations")
+    for r in result["rows"]:
+        table.add_row(r["name"], r["formula"], f"{_fmt(r['mean'])} ± {_fmt(r['std'])}",
+                      f"{_fmt(r['min'])} – {_fmt(r['max'])}", str(len(r["runs"])),
+                      str(r["diverged"]))
+    out_console.print(table)
+    for note in result["notes"]:
+        _say(f"note: {note}")
+    _say(f"stored as experiment {experiment_id} (shown by `alz report {info.name}`)")
+    return 0
+
+
+# --- parsers --------------------------------------------------------------------------------------
+def _training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=".alz/data",
+                   help="where the synthetic dataset and temporary runs live")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's; 1 per process is best on a "
+                   "shared CPU)")
+
+
+def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
+    """Add ``retrain``, ``tune``, ``ablation``, ``report`` and ``baselines`` to ``alz``."""
+    r = sub.add_parser("retrain", help="re-train a candidate with the full schedule (default: "
+                       "the task's re-training config) and store it as a retrain evaluation")
+    r.add_argument("candidate", help="candidate id")
+    r.add_argument("--config", default=None,
+                   help="mmengine config: a path, or tiny | proxy | retrain (default: retrain, "
+                   "the seed's schedule; it needs the real dataset and a GPU)")
+    r.add_argument("--max-iters", type=int, default=None,
+                   help="training iterations (iteration-based configs; e.g. for a CPU run)")
+    r.add_argument("--seed", type=int, default=None, help="seed (default: the search's)")
+    r.add_argument("--val-interval", type=int, default=None,
+                   help="validate every N iterations (the curve goes into the metrics)")
+    r.add_argument("--no-tuned", action="store_true",
+                   help="ignore the candidate's tuned settings (default: use them if present)")
+    r.add_argument("--lr-scale", type=float, default=None, help="learning-rate multiplier")
+    r.add_argument("--loss-weight", type=float, default=None, help="loss-weight multiplier")
+    r.add_argument("--warmup-ratio", type=float, default=None,
+                   help="linear warm-up, fraction of the schedule")
+    r.add_argument("--data-root", default=None,
+                   help="dataset root (default: the search's, else the synthetic one)")
+    _training_options(r)
+    _db_options(r)
+    r.set_defaults(func=cmd_retrain)
+
+    t = sub.add_parser("tune", help="tune a candidate's re-training settings (lr, loss weight, "
+                       "warm-up) with Optuna on the proxy task; the study is in the database")
+    t.add_argument("candidate", help="candidate id")
+    t.add_argument("--trials", type=int, default=20, help="trials of the whole study "
+                   "(default 20)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (default 1); run the command on other nodes "
+                   "to add workers to the same study")
+    t.add_argument("--proxy-iters", type=int, default=None,
+                   help="training iterations per trial (default: the search's proxy schedule)")
+    t.add_argument("--config", default=None, help="proxy config (default: the search's)")
+    t.add_argument("--report-every", type=int, default=25,
+                   help="validate and report the metric every N iterations (default 25)")
+    t.add_argument("--pruner", default="median", help="median (default) | threshold | none")
+    t.add_argument("--prune-startup", type=int, default=3,
+                   help="finished trials before the median pruner prunes (default 3)")
+    t.add_argument("--prune-below", type=float, default=None,
+                   help="threshold pruner: prune when the metric is below this")
+    t.add_argument("--lr-scale", dest="lr_scale_range", default=None,
+                   help="LOW,HIGH of the learning-rate multiplier (default 0.1,10; log scale)")
+    t.add_argument("--loss-weight", dest="loss_weight_range", default=None,
+                   help="LOW,HIGH of the loss-weight multiplier (default 0.25,4; log scale)")
+    t.add_argument("--warmup", dest="warmup_range", default=None,
+                   help="LOW,HIGH of the warm-up fraction (default 0,0.2)")
+    t.add_argument("--study", default=None,
+                   help="study name (default alz-candidate-ID; the same name resumes it)")
+    t.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
+    _training_options(t)
+    _db_options(t)
+    t.set_defaults(func=cmd_tune)
+
+    a = sub.add_parser("ablation", help="search-efficiency study (seed appendix C): random "
+                       "search vs evolution vs + rejection vs + equivalence, same budget and "
+                       "seeds")
+    a.add_argument("--task", default="seg")
+    a.add_argument("--metric", default="miou")
+    a.add_argument("--budget", type=int, default=20,
+                   help="proxy evaluations per arm and seed (default 20)")
+    a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    a.add_argument("--initial", type=int, default=5,
+                   help="initial population K of the evolution arms (default 5)")
+    a.add_argument("--tournament", type=float, default=0.25,
+                   help="tournament fraction T (default 0.25: small populations)")
+    a.add_argument("--arms", default=None,
+                   help="comma-separated subset of random, evolution, evolution+rejection, "
+                   "evolution+rejection+equivalence (default: all four)")
+    a.add_argument("--proxy-iters", type=int, default=None,
+                   help="training iterations per proxy run (default: the config's)")
+    a.add_argument("--procs", type=int, default=1,
+                   help="processes (one seed at a time each; default 1)")
+    a.add_argument("--out", default="ablation", help="output directory (default ./ablation)")
+    a.add_argument("--name", default=None, help="name of the stored study")
+    a.add_argument("--no-db", action="store_true",
+                   help="do not store the result in the database (files only)")
+    a.add_argument("--data-dir", default=".alz/data", help="where the synthetic data lives")
+    a.add_argument("--data-root", default=None,
+                   help="a dataset in the task's layout (default: the synthetic one)")
+    _db_options(a)
+    a.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a search")
+    p.add_argument("search", help="search id or name")
+    p.add_argument("--out", default=None, help="output directory (default report-NAME)")
+    p.add_argument("--top", type=int, default=5, help="top losses shown (default 5)")
+    p.add_argument("--ablation", default=None,
+                   help="an ablation.json to show (default: the newest stored ablation of the "
+                   "search's task and metric)")
+    _db_options(p)
+    p.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("baselines", help="re-train the best loss beside cross-entropy and the "
+                       "seed's Table 9 loss (same schedule and seeds)")
+    b.add_argument("search", help="search id or name")
+    b.add_argument("--candidate", default=None, help="candidate id (default: the search's best)")
+    b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    b.add_argument("--config", default=None,
+                   help="a path, or tiny | proxy | retrain (default: retrain)")
+    b.add_argument("--max-iters", type=int, default=None, help="training iterations")
+    b.add_argument("--tuned", action="store_true",
+                   help="train every loss with the candidate's tuned settings")
+    b.add_argument("--out", default=None, help="also write baselines.json here")
+    _training_options(b)
+    _db_options(b)
+    b.set_defaults(func=cmd_baselines)
+
+
+__all__ = ["register"]

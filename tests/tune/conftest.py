@@ -1,0 +1,109 @@
+"""Fixtures of the tune/ablation/report/retrain tests: the database tests' PostgreSQL (a fresh
+database built by the migrations) and a small search with a lineage and rejections."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from alz_core.mutation import MutationKind
+from alz_core.rejection import RejectReason
+from alz_db import (
+    claim_evaluation,
+    create_search,
+    finish_evaluation,
+    register_worker,
+    session_scope,
+    start_search,
+    submit_candidate,
+)
+from tests.db import conftest as _db
+from tests.db.builders import accepted, cand, rejected
+
+# the database fixtures of tests/db (ALZ_TEST_DB=local: 127.0.0.1:5432, else embedded)
+server_kind = _db.server_kind
+admin_url = _db.admin_url
+new_database = _db.new_database
+db_url = _db.db_url
+engine = _db.engine
+sessions = _db.sessions
+
+
+@dataclass(frozen=True)
+class SmallSearch:
+    search_id: int
+    name: str
+    root: int  # cross-entropy, proxy 0.40
+    child: int  # its child, proxy 0.55 (the best)
+    other: int  # another initial loss, diverged
+
+
+@pytest.fixture(scope="session")
+def small_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 synthetic 64x64 scenes (12 held out): quick to train on and to evaluate."""
+    pytest.importorskip("mmseg", reason="the OpenMMLab stack is not installed")
+    from alz_core.tasks.seg import ensure_synthetic_voc
+
+    return ensure_synthetic_voc(tmp_path_factory.mktemp("voc"), num_images=48, eval_count=12)
+
+
+def make_search(sessions, data_root: Path | None = None, max_iters: int = 6) -> SmallSearch:
+    """A running search with three evaluated candidates, a lineage and some rejections."""
+    name = f"tune-{uuid.uuid4().hex[:10]}"
+    extra = {"max_iters": max_iters}
+    if data_root is not None:
+        extra["data_root"] = str(data_root)
+    with session_scope(sessions) as s:
+        info = create_search(s, name, "seg", "miou", seed=0,
+                             evolution={"budget": 3, "initial_population": 2}, extra=extra)
+        start_search(s, info.id)
+        wid = register_worker(s, "test-host", os.getpid(), "cpu")
+    root_c, child_c = cand("-y*log(yhat)"), cand("-y*log(yhat)*(1 + y)")
+    other_c = cand("exp((y-sqrt(yhat))^2)")
+    ids = {}
+    for key, c, parent, fitness, rejections in (
+            ("root", root_c, None, 0.40, [rejected(), rejected(RejectReason.NON_FINITE)]),
+            ("other", other_c, None, None, [rejected()]),
+            ("child", child_c, "root", 0.55, [rejected(), rejected()])):
+        graph = c.branches[0][1]
+        with session_scope(sessions) as s:
+            sub = submit_candidate(
+                s, info.id, c, fingerprint=f"fp-{key}-{name}",
+                parent_id=ids.get(parent), mutation=MutationKind.REPLACE if parent
+                else MutationKind.INIT, generation=1 if parent else 0, worker_id=wid,
+                rejections=[("seg", graph, r) for r in rejections]
+                + [("seg", graph, accepted())])
+            ids[key] = sub.candidate_id
+        with session_scope(sessions) as s:
+            lease = claim_evaluation(s, wid, search_id=info.id)
+            assert lease is not None and lease.candidate_id == ids[key]
+        with session_scope(sessions) as s:
+            finish_evaluation(s, lease, fitness=fitness, metrics={"miou": fitness},
+                              seconds=1.0)
+    return SmallSearch(info.id, name, ids["root"], ids["child"], ids["other"])
+
+
+@pytest.fixture
+def small_search(sessions) -> SmallSearch:
+    return make_search(sessions)
+
+
+@pytest.fixture
+def trainable_search(sessions, small_voc) -> SmallSearch:
+    """The same, with the small dataset as its data root (for real trainings)."""
+    return make_search(sessions, small_voc)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the CPU is shared with other test runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

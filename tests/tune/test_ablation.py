@@ -1,0 +1,177 @@
+"""The search-efficiency study: all four arms, same budget and seeds, a figure and a table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from alz_core.ablation import (
+    ARM_NAMES,
+    AblationConfig,
+    AblationResult,
+    MeasuredCache,
+    plot_ablation,
+    run_ablation,
+    summary_markdown,
+)
+from alz_core.config import ConfigError
+from alz_core.graph import BranchKind
+from alz_core.rejection import RejectionResult, RejectReason, StopReason, Verdict
+
+BRANCHES = {"seg": BranchKind.DENSE}
+
+
+def _h(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def fake_check(branch, graph) -> RejectionResult:
+    """Deterministic stand-in for the protocol: accepts about a third of the graphs."""
+    ok = _h(graph.text) % 3 == 0
+    return RejectionResult(Verdict.ACCEPT if ok else Verdict.REJECT,
+                           None if ok else RejectReason.LOW_SCORE, 0.05, 0.7 if ok else 0.1,
+                           0.7 if ok else 0.1, 500, 0.5, StopReason.COMPLETED)
+
+
+def fake_proxy(cand):
+    """Accepted-looking losses train well, others mostly badly; some diverge."""
+    h = _h(cand.text)
+    if h % 11 == 0:
+        return None, 2.0
+    good = _h(cand.branches[0][1].text) % 3 == 0
+    return (0.3 + (h % 50) / 100 if good else (h % 10) / 100), 2.0
+
+
+def fake_fingerprint(cand):
+    return str(_h(cand.text) % 13), 0.01  # few classes: the equivalence arm must reuse
+
+
+def _run(seeds=(0, 1), budget=6) -> AblationResult:
+    cfg = AblationConfig(budget=budget, seeds=seeds, initial_population=3,
+                         tournament_fraction=0.5)
+    return run_ablation(cfg, BRANCHES, fake_proxy, fake_check, fake_fingerprint,
+                        task="seg", metric="miou", settings={"proxy_iters": 0})
+
+
+def test_every_arm_runs_every_seed_on_the_same_budget(tmp_path) -> None:
+    result = _run()
+    assert result.arms == list(ARM_NAMES)
+    for arm in ARM_NAMES:
+        traces = result.traces_of(arm)
+        assert [t.seed for t in traces] == [0, 1]
+        assert all(t.evaluations == 6 for t in traces)
+        for t in traces:
+            curve = t.best_curve
+            finite = [c for c in curve if c is not None]
+            assert finite == sorted(finite)  # best so far never decreases
+            assert t.best[0] == (finite[-1] if finite else None)
+    for t in result.traces_of("random") + result.traces_of("evolution"):
+        assert t.rejection_checks == 0 and t.reused == 0
+        assert t.explored == t.individuals == t.evaluations
+    for t in result.traces_of("evolution+rejection"):
+        assert t.rejection_checks == t.explored > t.evaluations
+        assert t.rejected > 0 and t.reused == 0
+    reused = sum(t.reused for t in result.traces_of("evolution+rejection+equivalence"))
+    assert reused > 0  # 13 fingerprint classes: children must hit them
+    # (c) and (d) draw from the same generator: their initial populations agree
+    c, d = (result.traces_of(a)[0] for a in ("evolution+rejection",
+                                             "evolution+rejection+equivalence"))
+    assert c.formulas[:3] == d.formulas[:3]
+
+
+def test_the_summary_figure_and_json_round_trip(tmp_path) -> None:
+    result = _run()
+    rows = {r["arm"]: r for r in result.summary()}
+    assert set(rows) == set(ARM_NAMES)
+    for r in rows.values():
+        assert r["seeds"] == 2 and r["evaluations"] == 12
+        assert r["explored_per_hour"] is not None and r["explored_per_hour"] > 0
+    assert rows["random"]["rejection_rate"] is None
+    assert 0 < rows["evolution+rejection"]["rejection_rate"] < 1
+    png = plot_ablation(result, tmp_path / "fig" / "ablation.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    again = AblationResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert again.summary() == result.summary()
+    table = summary_markdown(result)
+    assert table.count("\n") == 2 + 3  # header, rule, four arms
+    assert "(d) evolution + loss rejection + gradient equivalence" in table
+
+
+def test_same_seeds_same_study() -> None:
+    a, b = _run(seeds=(3,), budget=4), _run(seeds=(3,), budget=4)
+    assert [t.to_json() | {"wall_seconds": 0} for t in a.traces] == \
+        [t.to_json() | {"wall_seconds": 0} for t in b.traces]
+
+
+def test_cache_charges_the_first_run() -> None:
+    calls = []
+
+    def slow(x):
+        calls.append(x)
+        return x * 2
+
+    cache = MeasuredCache(slow, key=str)
+    v1, s1 = cache(3)
+    v2, s2 = cache(3)
+    assert (v1, v2) == (6, 6) and s1 == s2 and calls == [3]
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"budget": 0}, "budget=0"),
+    ({"seeds": ()}, "seeds=()"),
+    ({"seeds": (1, 1)}, "distinct"),
+    ({"initial_population": 9, "budget": 4}, "initial_population=9"),
+    ({"arms": ("random", "nope")}, "arm='nope'"),
+    ({"tournament_fraction": 0.0}, "tournament_fraction"),
+])
+def test_bad_config_is_named(kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AblationConfig(**kwargs)
+
+
+@pytest.mark.mm
+@pytest.mark.slow
+def test_cli_ablation_on_the_tiny_task(tmp_path, capsys, db_url, small_voc) -> None:
+    """The real thing at a tiny budget: four arms, a figure, stored in the database."""
+    from alz_db import make_engine, make_session_factory, session_scope
+    from alz_db.cli import main
+    from alz_db.experiments import latest_experiment
+
+    out = tmp_path / "abl"
+    code = main(["ablation", "--budget", "2", "--seeds", "0", "--initial", "1",
+                 "--proxy-iters", "2", "--data-root", str(small_voc), "--out", str(out),
+                 "--name", "tiny-ablation", "--data-dir", str(tmp_path / "data"),
+                 "--database-url", db_url, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    payload = json.loads(captured.out)
+    assert {r["arm"] for r in payload["summary"]} == set(ARM_NAMES)
+    assert all(r["evaluations"] == 2 for r in payload["summary"])
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    result = AblationResult.from_json((out / "ablation.json").read_text())
+    assert len(result.traces) == 4
+    engine = make_engine(db_url)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            stored = latest_experiment(s, "ablation", task="seg", metric="miou")
+        assert stored is not None and stored.id == payload["experiment_id"]
+        assert stored.name == "tiny-ablation" and len(stored.result["traces"]) == 4
+    finally:
+        engine.dispose()
+
+
+def test_cli_ablation_bad_input_is_one_line(capsys) -> None:
+    from alz_db.cli import main
+
+    for argv, message in ((["ablation", "--budget", "0", "--no-db"], "budget=0"),
+                          (["ablation", "--seeds", "a,b", "--no-db"], "--seeds 'a,b'"),
+                          (["ablation", "--metric", "nope", "--no-db"], "unknown metric"),
+                          (["ablation", "--procs", "0", "--no-db"], "--procs=0")):
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert code == 2, (argv, out, err)
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
