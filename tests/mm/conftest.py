@@ -28,3 +28,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_default_scope():
+    """Each test starts with no mmengine default scope: a runner built by an earlier test (an
+    mmdet, mmpose or mmseg config) leaves its scope current for the rest of the process, and
+    registries then build from that scope's registry (ALZLoss exists in each of them)."""
+    from mmengine.registry import DefaultScope
+
+    DefaultScope._instance_dict.clear()
+    yield
