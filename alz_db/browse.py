@@ -52,6 +52,7 @@ from .queue import evaluations_of
 from .records import CandidateRecord, EvaluationRecord, LineageEntry, SearchInfo
 from .searches import _info as _search_info
 from .searches import get_search
+from .tuning import StudyInfo, TrialRecord, studies_of, trials_for_candidate
 
 #: a running worker whose heartbeat is older than this is not counted as alive (as `alz`)
 WORKER_SILENT_SECONDS = 120.0
@@ -575,10 +576,29 @@ def lineage_graph(session: Session, candidate_id: int, *, max_depth: int = 4,
     return LineageGraph(candidate_id, up, down, truncated)
 
 
+@dataclass(frozen=True)
+class TuningView:
+    """A candidate's Optuna studies (``alz tune``) and every trial of them."""
+
+    studies: list[StudyInfo]
+    trials: list[TrialRecord]
+
+    def trials_of(self, study_name: str) -> list[TrialRecord]:
+        return [t for t in self.trials if t.study_name == study_name]
+
+
+def tuning_view(session: Session, candidate_id: int) -> TuningView:
+    """The candidate's studies and their trials (``NotFound`` for an unknown candidate; empty
+    lists when it was never tuned). Reads schema ``optuna``: the read-only role has SELECT
+    there (:func:`alz_db.create_read_only_role`)."""
+    trials = trials_for_candidate(session, candidate_id)
+    return TuningView(studies_of(session, candidate_id), trials)
+
+
 __all__ = [
     "MAX_PAGE_SIZE", "REJECTED", "WORKER_SILENT_SECONDS", "CandidateDetail", "FitnessPoint",
     "LineageGraph", "PopulationPage", "PopulationQuery", "PopulationRow", "RejectionRecord",
-    "SearchOverview", "SortKey", "candidate_detail", "descendants", "fitness_history",
+    "SearchOverview", "SortKey", "TuningView", "candidate_detail", "descendants", "fitness_history",
     "lineage_graph", "make_read_only_engine", "population_page", "proxy_metrics",
-    "search_overview", "search_overviews",
+    "search_overview", "search_overviews", "tuning_view",
 ]

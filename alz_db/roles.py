@@ -1,8 +1,9 @@
 """A read-only database role for the web app and analysts.
 
-The role may read every table and view of the schema, present and future (default
-privileges), and its sessions start read-only (``default_transaction_read_only``), so a write
-fails twice over: no privilege, and a read-only transaction.
+The role may read every table and view of the schemas ``public`` (the store) and ``optuna``
+(the tuning studies' trials), present and future (default privileges), and its sessions start
+read-only (``default_transaction_read_only``), so a write fails twice over: no privilege, and a
+read-only transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .errors import InvalidInput
+
+#: the schema of Optuna's tables (created by migration 0004; used by :mod:`alz_db.tuning`)
+OPTUNA_SCHEMA = "optuna"
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -25,7 +29,8 @@ def _check(role: str) -> str:
 
 
 def create_read_only_role(session: Session, role: str, *, password: str | None = None) -> None:
-    """Create (if missing) a LOGIN role that can only read this database's schema ``public``.
+    """Create (if missing) a LOGIN role that can only read this database's schemas ``public``
+    and ``optuna`` (the latter when it exists: migration 0004 creates it).
 
     Needs a session with CREATEROLE and grant rights (e.g. the database owner). ``role`` is
     validated and used as an identifier; the password is passed as a literal by the server's
@@ -41,13 +46,20 @@ def create_read_only_role(session: Session, role: str, *, password: str | None =
                                {"r": role, "p": password}).scalar_one()
         session.execute(text(stmt))
     db = session.execute(text("SELECT current_database()")).scalar_one()
-    for sql in (
-        f'GRANT CONNECT ON DATABASE "{db}" TO "{role}"',
-        f'GRANT USAGE ON SCHEMA public TO "{role}"',
-        f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"',
-        f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{role}"',
-        f'ALTER ROLE "{role}" SET default_transaction_read_only = on',
-    ):
+    schemas = ["public"]
+    if session.execute(text("SELECT to_regnamespace(:s) IS NOT NULL"),
+                       {"s": OPTUNA_SCHEMA}).scalar_one():
+        schemas.append(OPTUNA_SCHEMA)
+    grants = [f'GRANT CONNECT ON DATABASE "{db}" TO "{role}"']
+    for schema in schemas:
+        grants += [
+            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+            # tables this (owner) role creates later: Optuna makes its own on the first study
+            f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT SELECT ON TABLES TO "{role}"',
+        ]
+    grants.append(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    for sql in grants:
         session.execute(text(sql))
 
 

@@ -52,11 +52,11 @@ from .retrain import (
     train_once,
 )
 from .retry import run_in_transaction
+from .roles import OPTUNA_SCHEMA
 from .searches import get_search
 
 log = logging.getLogger(__name__)
 
-OPTUNA_SCHEMA = "optuna"
 PRUNERS = ("median", "threshold", "none")
 
 

@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 
 from alz_db.browse import FitnessPoint
+from alz_db.tuning import TrialRecord
 
 #: the x axes of the fitness charts: column and title
 X_AXES: dict[str, tuple[str, str]] = {
@@ -60,3 +61,21 @@ def loss_curve_chart(curve: Sequence[tuple[int, float | None]]) -> alt.Chart:
     return alt.Chart(frame).mark_line().encode(
         x=alt.X("step:Q", title="iteration"), y=alt.Y("loss:Q", title="training loss"),
         tooltip=["step", "loss"])
+
+
+def trials_frame(trials: Sequence[TrialRecord]) -> pd.DataFrame:
+    """One row per (trial, validation): the intermediate metric Optuna's pruner saw."""
+    rows = [{"trial": t.number, "state": t.state, "iteration": step, "metric": value}
+            for t in trials for step, value in t.intermediate]
+    return pd.DataFrame(rows, columns=["trial", "state", "iteration", "metric"])
+
+
+def trials_chart(trials: Sequence[TrialRecord], metric: str) -> alt.Chart:
+    """The intermediate metric of every trial against training iterations, one line per
+    trial, coloured by its state (pruned trials stop early)."""
+    frame = trials_frame(trials)
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("iteration:Q", title="training iteration"),
+        y=alt.Y("metric:Q", title=metric),
+        color=alt.Color("state:N", title="state"), detail="trial:N",
+        tooltip=["trial", "state", "iteration", "metric"])

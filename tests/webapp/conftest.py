@@ -11,7 +11,9 @@ The main search (budget 5, seg / miou):
     D  exp((y - tanh(abs(yhat)))^2)  insert of C   0.71  (the best)
     E  exp((tanh(abs(yhat)) - y)^2)  reinit of C   equivalent of D (same fingerprint)
 
-plus two graphs the rejection protocol turned away (one before B, one before C).
+plus two graphs the rejection protocol turned away (one before B, one before C), and an Optuna
+study of D's re-training settings (``TRIALS``: two complete, one pruned, one failed; real
+Optuna tables in schema ``optuna``, the trials added without training).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from alz_db import (
     submit_candidate,
 )
 from alz_db.migrate import upgrade
+from alz_db.tuning import TuneConfig, optuna_storage, register_study, write_back_best
 from tests.db.builders import accepted, cand, rejected
 
 # the server and the database factory of the database tests (ALZ_TEST_DB=local|embedded)
@@ -56,6 +59,16 @@ FORMULAS = {
 }
 FITNESS = {"A": 0.30, "B": 0.45, "F": None, "C": 0.62, "D": 0.71}
 REJECTED = ("y*yhat", "abs(y + yhat)")
+#: D's tuning study: (state, value, params, intermediate values by iteration)
+TRIALS = (
+    ("COMPLETE", 0.74, {"lr_scale": 2.0, "loss_weight": 1.5, "warmup_ratio": 0.05},
+     {25: 0.60, 50: 0.74}),
+    ("PRUNED", None, {"lr_scale": 0.2, "loss_weight": 0.5, "warmup_ratio": 0.15}, {25: 0.20}),
+    ("COMPLETE", 0.69, {"lr_scale": 1.0, "loss_weight": 1.0, "warmup_ratio": 0.0},
+     {25: 0.50, 50: 0.69}),
+    ("FAIL", None, {"lr_scale": 8.0, "loss_weight": 3.0, "warmup_ratio": 0.1}, {}),
+)
+STUDY = "webapp-study-D"
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,29 @@ def _submit(s, sid, letter, ids, *, parent=None, mutation=MutationKind.INIT, gen
     return sub
 
 
+def _tune(owner_url: str, sessions, candidate_id: int) -> None:
+    """D's study: the trials of ``TRIALS`` added to a real Optuna study in the database."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    config = TuneConfig(trials=6, report_every=25)
+    with session_scope(sessions) as s:
+        register_study(s, candidate_id, config, STUDY)
+    storage = optuna_storage(owner_url, heartbeat_seconds=None)
+    try:
+        study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+        space = {"lr_scale": FloatDistribution(*config.lr_scale, log=True),
+                 "loss_weight": FloatDistribution(*config.loss_weight, log=True),
+                 "warmup_ratio": FloatDistribution(*config.warmup_ratio)}
+        for state, value, params, inter in TRIALS:
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state], value=value, params=params,
+                distributions=space, intermediate_values=inter))
+    finally:
+        storage.engine.dispose()
+    write_back_best(sessions, owner_url, candidate_id, STUDY)
+
+
 def build_world(owner_url: str) -> World:
     engine = make_engine(owner_url)
     sessions = make_session_factory(engine)
@@ -127,6 +163,7 @@ def build_world(owner_url: str) -> World:
                           generation=2, fingerprint="fp-D")
             assert sub.equivalent_to == ids["D"]
         _finish_all(sessions, worker, sid, {ids["D"]: FITNESS["D"]})
+        _tune(owner_url, sessions, ids["D"])
 
         other = f"webapp-other-{uuid.uuid4().hex[:8]}"
         other_ids: dict[str, int] = {}

@@ -19,7 +19,7 @@ from alz_db import (
 )
 from alz_db.cli import mm_snippet
 
-from .conftest import FITNESS, FORMULAS, World
+from .conftest import FITNESS, FORMULAS, STUDY, TRIALS, World
 
 APP = Path(__file__).resolve().parents[2] / "webapp"
 TIMEOUT = 60  # seconds per script run (sympy and the first imports are slow on 2 cores)
@@ -157,7 +157,8 @@ def test_candidate_page_shows_everything_about_the_best_loss(world: World) -> No
     assert metric(at, "macc") == f"{FITNESS['D'] + 0.1:.4f}"  # proxy metrics
     evaluations = frames(at)[2]
     assert list(evaluations["fitness"]) == ["0.7100"]
-    assert len(at.get("vega_lite_chart")) == 1  # the training-loss curve
+    # the training-loss curve, and the tuning study's validations (see the next test)
+    assert len(at.get("vega_lite_chart")) == 2
     # the parent and what the mutation changed
     assert f"Candidate **{ids['C']}** (0.6200), mutation **insert**" in body
     assert "inserted abs: `yhat` → `abs(yhat)`" in body
@@ -165,6 +166,29 @@ def test_candidate_page_shows_everything_about_the_best_loss(world: World) -> No
                          comment=f"AutoLoss-Zero candidate {ids['D']} of search "
                                  f"{world.search_name!r} (seg, proxy miou 0.7100)")
     assert snippet.rstrip("\n") in canonical  # the copyable mm config snippet (as `alz export`)
+
+
+def test_candidate_page_shows_its_optuna_trials(world: World) -> None:
+    at = page("candidate", candidate=world.ids["D"])
+    body = texts(at)
+    assert f"Study **{STUDY}** (miou, pruner median): 4 of 6 trials · 2 complete · " \
+           f"1 pruned · 1 fail" in body
+    # the best completed trial, as written back to the candidate for `alz retrain`
+    assert "Best: trial **0**, miou 0.7400 (loss_weight 1.5000, lr_scale 2.0000, " \
+           "warmup_ratio 0.0500); `alz retrain` uses it." in body
+    trials = frames(at)[3]
+    assert list(trials["trial"]) == [0, 1, 2, 3]
+    assert list(trials["state"]) == [t[0] for t in TRIALS]
+    assert trials["miou"].tolist()[0] == pytest.approx(0.74)
+    assert pd.isna(trials["miou"].tolist()[1])  # pruned: no value
+    assert trials["lr_scale"].tolist() == pytest.approx([t[2]["lr_scale"] for t in TRIALS])
+    assert list(trials["validations"]) == [len(t[3]) for t in TRIALS]
+    # the intermediate values the pruner saw, one line per trial
+    chart = at.get("vega_lite_chart")[1].proto
+    assert "training iteration" in chart.spec
+    # a candidate never tuned says how to tune it
+    at = page("candidate", candidate=world.ids["C"])
+    assert f"not tuned: `alz tune {world.ids['C']}`" in texts(at)
 
 
 def _canonical(text: str) -> str:

@@ -77,3 +77,32 @@ def test_alz_ui_prepares_a_read_only_role(world: World) -> None:
                 drop_role(s, role)
         finally:
             engine.dispose()
+
+
+def test_the_read_only_role_reads_optuna_trials_present_and_future(world: World) -> None:
+    """SELECT on schema ``optuna``: the trials of today's studies, and tables the owner
+    creates there later (Optuna creates its tables on the first study)."""
+    from alz_db.browse import tuning_view
+
+    sessions = connect(world.url)
+    try:
+        with session_scope(sessions) as s:
+            view = tuning_view(s, world.ids["D"])
+        assert [t.state for t in view.trials] == ["COMPLETE", "PRUNED", "COMPLETE", "FAIL"]
+        assert view.studies[0].best_trial == 0
+        table = f"later_{uuid.uuid4().hex[:8]}"
+        engine = make_engine(world.owner_url)
+        try:
+            with session_scope(make_session_factory(engine)) as s:
+                s.execute(text(f"CREATE TABLE optuna.{table} (x int)"))
+                s.execute(text(f"INSERT INTO optuna.{table} VALUES (7)"))
+            with session_scope(sessions) as s:
+                assert s.execute(text(f"SELECT x FROM optuna.{table}")).scalar_one() == 7
+            with pytest.raises(PermissionDenied), session_scope(sessions) as s:
+                s.execute(text(f"DELETE FROM optuna.{table}"))
+        finally:
+            with session_scope(make_session_factory(engine)) as s:
+                s.execute(text(f"DROP TABLE optuna.{table}"))
+            engine.dispose()
+    finally:
+        sessions.kw["bind"].dispose()

@@ -1,6 +1,7 @@
 """Candidate: one loss in full — formula (LaTeX and canonical text), its graph, the rejection
 runs, the gradient fingerprint and its class, proxy metrics and loss curve, the parent and
-what the mutation changed, and an mm config snippet to use it."""
+what the mutation changed, its Optuna tuning studies and trials, and an mm config snippet to use
+it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import streamlit as st
 from alz_core.display import simplified_text, to_latex
 from alz_core.graph import LossGraph
 from alz_db import FitnessKind
-from alz_db.browse import CandidateDetail, candidate_detail, proxy_metrics
+from alz_db.browse import CandidateDetail, candidate_detail, proxy_metrics, tuning_view
 from alz_db.cli import mm_snippet
-from webapp.charts import loss_curve_chart
+from webapp.charts import loss_curve_chart, trials_chart
 from webapp.common import (
     candidate_from_request,
     fmt,
@@ -126,6 +127,39 @@ def _parent(d: CandidateDetail) -> None:
         open_candidate(p.id)
 
 
+def _tuning(d: CandidateDetail) -> None:
+    st.subheader("Re-training tuning (Optuna)")
+    view = read(tuning_view, d.candidate.id)
+    if not view.studies:
+        st.caption(f"not tuned: `alz tune {d.candidate.id}` runs an Optuna study of its "
+                   f"re-training settings")
+        return
+    for study in view.studies:
+        trials = view.trials_of(study.study_name)
+        counts = {state: sum(t.state == state for t in trials)
+                  for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+        st.markdown(f"Study **{study.study_name}** ({study.metric}, pruner "
+                    f"{study.config.pruner}): {len(trials)} of {study.config.trials} trials · "
+                    + " · ".join(f"{n} {state.lower()}" for state, n in counts.items() if n))
+        if study.best_trial is not None:
+            best = ", ".join(f"{k} {fmt(v) if isinstance(v, float) else v}"
+                             for k, v in sorted((study.best_params or {}).items()))
+            st.markdown(f"Best: trial **{study.best_trial}**, {study.metric} "
+                        f"{fmt(study.best_value)} ({best}); `alz retrain` uses it.")
+        if not trials:
+            continue
+        names = sorted({k for t in trials for k in t.params})
+        st.dataframe(pd.DataFrame([{
+            "trial": t.number, "state": t.state, study.metric: t.value,
+            **{k: t.params.get(k) for k in names},
+            "validations": len(t.intermediate),
+            "seconds": None if t.seconds is None else round(t.seconds, 1)} for t in trials]),
+            hide_index=True)
+        if any(t.intermediate for t in trials):
+            st.caption(f"{study.metric} at each validation (what the pruner saw)")
+            st.altair_chart(trials_chart(trials, study.metric), width="stretch")
+
+
 def _snippet(d: CandidateDetail) -> None:
     st.subheader("Use it in OpenMMLab")
     c, s = d.candidate, d.search
@@ -168,6 +202,7 @@ def main() -> None:
     _fingerprint(d)
     _evaluations(d)
     _parent(d)
+    _tuning(d)
     _snippet(d)
 
 
