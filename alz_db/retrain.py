@@ -27,6 +27,7 @@ import importlib
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -41,6 +42,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alz_core.evolution import Candidate
+from alz_core.tasks.base import config_dicts
 
 from .candidates import _candidate_from, get_candidate
 from .enums import EvalKind, EvalStatus, FinishOutcome
@@ -100,24 +102,26 @@ class TrainingSettings:
         return self == TrainingSettings()
 
 
-def _dicts(obj: Any):  # noqa: ANN202 - an iterator of dicts
-    if isinstance(obj, dict):
-        yield obj
-        for v in obj.values():
-            yield from _dicts(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _dicts(v)
+#: the loss types of :mod:`alz_core.mm` (``ALZLoss``, ``ALZClsLoss``, ``ALZBoxLoss``,
+#: ``ALZMaskLoss``, ``ALZHeatmapLoss``): the loss weight multiplier scales every one of them
+_ALZ_LOSS = re.compile(r"^(?:[A-Za-z_]\w*\.)?ALZ\w*Loss$")
+
+
+def _is_alz_loss(kind: Any) -> bool:
+    return isinstance(kind, str) and _ALZ_LOSS.match(kind) is not None
 
 
 def apply_settings(cfg: Any, settings: TrainingSettings) -> Any:
-    """Apply ``settings`` to an mmengine ``Config`` in place (and return it)."""
+    """Apply ``settings`` to an mmengine ``Config`` in place (and return it): the optimizer's
+    learning rate times ``lr_scale``, every searched loss's weight (all branches of a
+    detection model) times ``loss_weight``, and a linear warm-up over ``warmup_ratio`` of the
+    schedule before the config's own schedulers."""
     if settings.lr_scale != 1.0:
         opt = cfg.optim_wrapper.optimizer
         opt["lr"] = float(opt["lr"]) * settings.lr_scale
     if settings.loss_weight != 1.0:
-        for d in _dicts(cfg.model):
-            if d.get("type") == "ALZLoss":
+        for d in config_dicts(cfg.model):
+            if _is_alz_loss(d.get("type")):
                 d["loss_weight"] = float(d.get("loss_weight", 1.0)) * settings.loss_weight
     if settings.warmup_ratio > 0:
         loop = cfg.train_cfg
@@ -304,16 +308,20 @@ def train_once(task: Any, candidate: Candidate, metric: str, *, seed: int,
                on_val: Callable[[int, dict[str, float]], None] | None = None) -> TrainingRun:
     """Train ``candidate`` once on ``task`` (configured with ``settings``), validating every
     ``val_interval`` iterations; ``on_iter(step, total)`` and ``on_val(step, metrics)`` are
-    called as it goes (either may raise to stop the run)."""
+    called as it goes (either may raise to stop the run); the validation metrics carry the
+    task's names (``val_metrics``), as the final ones do."""
     curve: list[tuple[int, dict[str, float]]] = []
+    # the evaluator's raw names (mmdet's ``coco/bbox_mAP``, ...) as the task's (``map``, ...)
+    named = getattr(task, "val_metrics", None) or dict
 
     def callback(event: str, step: int, total: int, payload: Any) -> None:
         if event == "iter" and on_iter is not None:
             on_iter(step, total)
         elif event == "val":
-            curve.append((step, dict(payload)))
+            metrics = named(dict(payload))
+            curve.append((step, metrics))
             if on_val is not None:
-                on_val(step, dict(payload))
+                on_val(step, dict(metrics))
 
     configure_task(task, settings, val_interval=val_interval, callback=callback)
     own_dir = work_dir is None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import io
+import os
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..graph import BranchKind, LossGraph
 
@@ -41,3 +45,179 @@ class ProxyTask(Protocol):
             seed: int = 0) -> ProxyResult:
         """Train the task's proxy model with the given loss graphs and evaluate it."""
         ...
+
+
+# --- the mmengine plumbing every task shares ------------------------------------------------------
+def config_dicts(obj: Any) -> Iterator[dict]:
+    """Every dict nested in ``obj`` (dicts and lists), depth first."""
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from config_dicts(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from config_dicts(v)
+
+
+def release_runner(names: set[str]) -> None:
+    """Drop mmengine's global per-experiment instances of a finished run.
+
+    mmengine keeps a logger, message hub and visualizer per experiment name for the life of the
+    process; a search worker runs hundreds of proxies, so each run's are removed (and its log
+    file closed) when it ends.
+    """
+    from mmengine.utils import ManagerMixin
+
+    stack = [ManagerMixin]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        instances = getattr(cls, "_instance_dict", {})
+        for name in names:
+            inst = instances.pop(name, None)
+            for handler in list(getattr(inst, "handlers", [])):
+                handler.close()
+                inst.removeHandler(handler)  # type: ignore[union-attr]
+
+
+def load_run_config(path: str | Path, work_dir: Path, name: str, seed: int,
+                    log_level: str) -> Any:
+    """An mmengine ``Config`` from ``path`` made ready for one proxy run in ``work_dir``: a
+    fresh experiment name (``alz-<name>-<random>``: mmengine keeps one logger and visualizer
+    per experiment name, so a reused name would reuse the first run's), no visualizer backends
+    (a proxy run keeps nothing but its numbers; writing the config costs a yapf pass), the
+    seed, no checkpoint loaded or resumed."""
+    import uuid
+
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(path))
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = f"alz-{name}-{uuid.uuid4().hex[:12]}"
+    if cfg.get("visualizer"):
+        cfg.visualizer.name = cfg.experiment_name
+        cfg.visualizer.vis_backends = []
+    cfg.randomness = dict(seed=int(seed), deterministic=False)
+    cfg.log_level = log_level
+    cfg.load_from, cfg.resume = None, False
+    return cfg
+
+
+def set_data_root(cfg: Any, root: str) -> None:
+    """Point every dataloader's dataset at ``root``, and a COCO evaluator at the evaluation
+    split's annotation file under it (CocoMetric reads its own copy of the annotations)."""
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for d in config_dicts(cfg.get(key)):
+            if "data_root" in d:
+                d["data_root"] = root
+    val = cfg.get("val_dataloader")
+    ann = val.dataset.get("ann_file") if val else None
+    for key in ("val_evaluator", "test_evaluator"):
+        for d in config_dicts(cfg.get(key)):
+            if d.get("type") == "CocoMetric" and d.get("ann_file") and ann:
+                d["ann_file"] = os.path.join(root, ann)
+
+
+def set_max_iters(cfg: Any, max_iters: int) -> None:
+    """Shorten (or stretch) an iteration-based schedule to ``max_iters`` with one validation at
+    its end: the main scheduler (the one ending with the old schedule) ends with the new one
+    (a cosine one's ``T_max`` too), a warm-up longer than the run ends with it. ``ValueError``
+    for an epoch-based config."""
+    if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
+        raise ValueError("max_iters needs an IterBasedTrainLoop config, got "
+                         f"{cfg.train_cfg.get('type')!r}")
+    old = cfg.train_cfg.max_iters
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    schedulers = cfg.param_scheduler
+    for s in schedulers if isinstance(schedulers, list) else [schedulers]:
+        if s.get("by_epoch", True):
+            continue
+        if s.get("end") == old:
+            s["end"] = max_iters
+            if "T_max" in s:
+                s["T_max"] = max_iters - s.get("begin", 0)
+        elif s.get("end", 0) > max_iters:
+            s["end"] = max_iters
+
+
+def finish_run_config(cfg: Any, *, data_root: str | None, max_iters: int | None,
+                      cfg_options: Mapping[str, Any] | None) -> Any:
+    """The rest of a proxy run's config: the data root and schedule length if given, no
+    checkpoints (``None`` removes the hook mmengine would add by default), and the user's
+    ``cfg_options`` merged last."""
+    import copy
+
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    if max_iters is not None:
+        set_max_iters(cfg, max_iters)
+    cfg.default_hooks.checkpoint = None
+    if cfg_options:
+        cfg.merge_from_dict(copy.deepcopy(dict(cfg_options)))
+    return cfg
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What :func:`train_and_validate` saw: the last validation's raw metrics (``None`` if the
+    run diverged), the training loss per iteration, and times."""
+
+    metrics: dict[str, float] | None
+    losses: tuple[float | None, ...]
+    train_seconds: float
+    seconds: float
+    diverged: bool
+
+    @property
+    def iterations(self) -> int:
+        return len(self.losses)
+
+    def result(self, metrics: dict[str, float], metric: str,
+               extra: Mapping[str, object]) -> ProxyResult:
+        """The task's :class:`ProxyResult`: ``metrics`` named by the task, fitness
+        ``metrics[metric]`` (``None`` if diverged), ``extra`` plus the training times."""
+        return ProxyResult(
+            metrics=metrics, fitness=None if self.diverged else metrics[metric],
+            losses=self.losses, seconds=self.seconds, iterations=self.iterations,
+            diverged=self.diverged,
+            extra={**extra, "train_seconds": self.train_seconds,
+                   "seconds_per_iter": self.train_seconds / max(self.iterations, 1)})
+
+
+def train_and_validate(cfg: Any, torch_threads: int | None = None, *,
+                       quiet: bool = False) -> TrainedRun:
+    """Train an mmengine config with the proxy runner, validate at the end (unless the schedule
+    just did), and release the run's global mmengine state whatever happens.
+
+    A non-finite loss or weight (``ProxyDiverged``) ends the run as diverged; any other error
+    propagates. ``torch_threads`` pins torch's intra-op threads for the run; ``quiet`` swallows
+    what the evaluators print (pycocotools' summary tables).
+    """
+    import torch
+
+    from ..mm import ProxyDiverged, ProxyRecorderHook, ProxyRunner
+
+    t0 = time.perf_counter()
+    recorder = ProxyRecorderHook()
+    diverged = False
+    names = {cfg.experiment_name}
+    threads = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            runner = ProxyRunner.from_cfg(cfg)
+            names.add(runner.experiment_name)  # the runner appends a timestamp
+            runner.register_hook(recorder)
+            runner.train()
+            if recorder.metrics is None:  # the schedule ended without a validation
+                runner.val()
+    except ProxyDiverged:
+        diverged = True
+    finally:
+        torch.set_num_threads(threads)
+        release_runner(names)
+    return TrainedRun(None if diverged else dict(recorder.metrics or {}),
+                      tuple(recorder.losses), recorder.train_seconds,
+                      time.perf_counter() - t0, diverged)

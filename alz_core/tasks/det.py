@@ -9,17 +9,9 @@ images). OpenMMLab is imported inside :meth:`DetProxyTask.run` / :meth:`build_co
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import os
-import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..data.coco_det import (
     MARKER,
@@ -31,8 +23,7 @@ from ..data.coco_det import (
 )
 from ..graph import BranchKind, LossGraph
 from ..rejection_det import DET_BRANCHES, INS_BRANCHES, DetSampling, det_rejection_problems
-from .base import ProxyResult
-from .seg import _dicts, _release_runner
+from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 #: per task: the tiny CPU config, the seed's proxy config, the re-training config
@@ -139,53 +130,13 @@ class DetProxyTask:
     def build_config(self, graphs: Mapping[str, LossGraph], work_dir: Path,
                      seed: int = 0) -> Any:
         """The mmengine ``Config`` of one proxy run (exposed for inspection and tests)."""
-        from mmengine.config import Config
-
-        cfg = Config.fromfile(str(self.config_path))
-        cfg.work_dir = str(work_dir)
-        # a fresh name per run: mmengine keeps one logger/visualizer per experiment name
-        cfg.experiment_name = f"alz-{self.name}-{uuid.uuid4().hex[:12]}"
-        if cfg.get("visualizer"):
-            cfg.visualizer.name = cfg.experiment_name
-            cfg.visualizer.vis_backends = []
-        cfg.randomness = dict(seed=int(seed), deterministic=False)
-        cfg.log_level = self.log_level
-        cfg.load_from, cfg.resume = None, False
+        cfg = load_run_config(self.config_path, work_dir, self.name, seed, self.log_level)
         set_branch_formulas(cfg.model, graphs)
-        if self.data_root is not None:
-            root = self.data_root.rstrip("/") + "/"
-            for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
-                for d in _dicts(cfg.get(key)):
-                    if "data_root" in d:
-                        d["data_root"] = root
-            ann = cfg.val_dataloader.dataset.get("ann_file")
-            for key in ("val_evaluator", "test_evaluator"):
-                for d in _dicts(cfg.get(key)):
-                    if d.get("type") == "CocoMetric" and ann:
-                        d["ann_file"] = os.path.join(root, ann)
-        if self.max_iters is not None:
-            self._set_max_iters(cfg, self.max_iters)
-        # a proxy run keeps nothing but its numbers: no checkpoints, no visualisation
-        cfg.default_hooks.checkpoint = None
+        # a proxy run keeps nothing but its numbers: no visualisation hook either
         cfg.default_hooks.pop("visualization", None)
-        if self.cfg_options:
-            cfg.merge_from_dict(copy.deepcopy(self.cfg_options))
-        return cfg
-
-    @staticmethod
-    def _set_max_iters(cfg: Any, max_iters: int) -> None:
-        if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
-            raise ValueError("max_iters needs an IterBasedTrainLoop config, got "
-                             f"{cfg.train_cfg.get('type')!r}")
-        old = cfg.train_cfg.max_iters
-        cfg.train_cfg.max_iters = max_iters
-        cfg.train_cfg.val_interval = max_iters
-        schedulers = cfg.param_scheduler
-        for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if not s.get("by_epoch", True) and s.get("end") == old:
-                s["end"] = max_iters
-            elif not s.get("by_epoch", True) and s.get("end", 0) > max_iters:
-                s["end"] = max_iters  # a warm-up longer than the run ends with it
+        root = None if self.data_root is None else self.data_root.rstrip("/") + "/"
+        return finish_run_config(cfg, data_root=root, max_iters=self.max_iters,
+                                 cfg_options=self.cfg_options)
 
     def run(self, graphs: Mapping[str, LossGraph], metric: str, work_dir: Path,
             seed: int = 0) -> ProxyResult:
@@ -201,49 +152,23 @@ class DetProxyTask:
         metric = metric.lower()
         if metric not in self.metrics:
             raise ValueError(f"metric={metric!r}; expected one of {', '.join(self.metrics)}")
-        from ..mm import ProxyDiverged, ProxyRecorderHook, ProxyRunner
-
         work_dir = Path(work_dir)
         cfg = self.build_config(graphs, work_dir, seed)
-        t0 = time.perf_counter()
-        recorder = ProxyRecorderHook()
-        diverged = False
-        names = {cfg.experiment_name}
-        threads = torch.get_num_threads()
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
-        cocoeval_output = io.StringIO()
-        try:
-            # pycocotools prints its summary tables; the numbers are in the result
-            with contextlib.redirect_stdout(cocoeval_output):
-                runner = ProxyRunner.from_cfg(cfg)
-                names.add(runner.experiment_name)  # the runner appends a timestamp
-                runner.register_hook(recorder)
-                runner.train()
-                if recorder.metrics is None:  # the schedule ended without a validation
-                    runner.val()
-        except ProxyDiverged:
-            diverged = True
-        finally:
-            torch.set_num_threads(threads)
-            _release_runner(names)
-        seconds = time.perf_counter() - t0
+        # pycocotools prints its summary tables; the numbers are in the result
+        run = train_and_validate(cfg, self.torch_threads, quiet=True)
         metrics: dict[str, float] = {}
         empty = False
-        if not diverged:
-            metrics, empty = self._metrics(recorder.metrics or {})
-        iterations = len(recorder.losses)
-        extra = {
+        if not run.diverged:
+            metrics, empty = self._metrics(run.metrics or {})
+        return run.result(metrics, metric, {
             "formulas": {b: g.text for b, g in graphs.items()},
-            "config": str(self.config_path),
-            "work_dir": str(work_dir),
-            "train_seconds": recorder.train_seconds,
-            "seconds_per_iter": recorder.train_seconds / max(iterations, 1),
-            "empty_detections": empty,
-        }
-        return ProxyResult(metrics=metrics, fitness=None if diverged else metrics[metric],
-                           losses=tuple(recorder.losses), seconds=seconds, iterations=iterations,
-                           diverged=diverged, extra=extra)
+            "config": str(self.config_path), "work_dir": str(work_dir),
+            "empty_detections": empty})
+
+    def val_metrics(self, raw: Mapping[str, float]) -> dict[str, float]:
+        """CocoMetric's raw numbers of a validation as the task's ``map``, ... (see
+        :meth:`_metrics`; an evaluation without any detection is mAP 0)."""
+        return self._metrics(raw)[0]
 
     def _metrics(self, raw: Mapping[str, float]) -> tuple[dict[str, float], bool]:
         """CocoMetric's ``coco/<type>_<item>`` values as ``map``, ``map_50``, ... (the task's

@@ -8,16 +8,10 @@ visible joints only). OpenMMLab is imported inside :meth:`PoseProxyTask.run` and
 
 from __future__ import annotations
 
-import copy
 import importlib.util
-import os.path as osp
-import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..config import RejectionConfig
 from ..data.coco_pose import (
@@ -29,8 +23,8 @@ from ..data.coco_pose import (
 )
 from ..graph import BranchKind, LossGraph
 from ..rejection_heatmap import HeatmapRejectionProblem, heatmap_rejection_problem
-from .base import ProxyResult
-from .seg import _dicts, _release_runner  # the mmengine plumbing is shared with seg
+from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
+from .base import config_dicts as _dicts
 
 #: The metric a pose search can target: keypoint mAP (COCO OKS AP at 0.50:0.05:0.95).
 POSE_METRIC_NAMES: tuple[str, ...] = ("map",)
@@ -121,60 +115,10 @@ class PoseProxyTask:
 
     def build_config(self, graph: LossGraph, work_dir: Path, seed: int = 0) -> Any:
         """The mmengine ``Config`` of one proxy run (exposed for inspection and tests)."""
-        from mmengine.config import Config
-
-        cfg = Config.fromfile(str(self.config_path))
-        cfg.work_dir = str(work_dir)
-        # a fresh name per run: mmengine keeps one logger/visualizer per experiment name
-        cfg.experiment_name = f"alz-pose-{uuid.uuid4().hex[:12]}"
-        if cfg.get("visualizer"):
-            cfg.visualizer.name = cfg.experiment_name
-            cfg.visualizer.vis_backends = []  # a proxy run keeps nothing but its numbers
-        cfg.randomness = dict(seed=int(seed), deterministic=False)
-        cfg.log_level = self.log_level
-        cfg.load_from, cfg.resume = None, False
+        cfg = load_run_config(self.config_path, work_dir, "pose", seed, self.log_level)
         set_loss_formula(cfg.model, graph.text)
-        if self.data_root is not None:
-            self._set_data_root(cfg, self.data_root)
-        if self.max_iters is not None:
-            self._set_max_iters(cfg, self.max_iters)
-        # no checkpoints (None removes the hook mmengine would otherwise add by default)
-        cfg.default_hooks.checkpoint = None
-        if self.cfg_options:
-            cfg.merge_from_dict(copy.deepcopy(self.cfg_options))
-        return cfg
-
-    @staticmethod
-    def _set_data_root(cfg: Any, root: str) -> None:
-        for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            for d in _dicts(cfg.get(key)):
-                if "data_root" in d:
-                    d["data_root"] = root
-        # CocoMetric reads its own copy of the evaluation annotations: the val dataset's file
-        val_ann = cfg.val_dataloader.dataset.ann_file
-        for key in ("val_evaluator", "test_evaluator"):
-            for d in _dicts(cfg.get(key)):
-                if d.get("type") == "CocoMetric" and d.get("ann_file"):
-                    d["ann_file"] = osp.join(root, val_ann)
-
-    @staticmethod
-    def _set_max_iters(cfg: Any, max_iters: int) -> None:
-        if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
-            raise ValueError("max_iters needs an IterBasedTrainLoop config, got "
-                             f"{cfg.train_cfg.get('type')!r}")
-        old = cfg.train_cfg.max_iters
-        cfg.train_cfg.max_iters = max_iters
-        cfg.train_cfg.val_interval = max_iters
-        schedulers = cfg.param_scheduler
-        for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if s.get("by_epoch", True):
-                continue
-            if s.get("end") == old:  # the main schedule: stretched to the new length
-                s["end"] = max_iters
-                if "T_max" in s:
-                    s["T_max"] = max_iters - s.get("begin", 0)
-            elif s.get("end", 0) > max_iters:  # a warm-up longer than the run
-                s["end"] = max_iters
+        return finish_run_config(cfg, data_root=self.data_root, max_iters=self.max_iters,
+                                 cfg_options=self.cfg_options)
 
     def run(self, graphs: Mapping[str, LossGraph], metric: str, work_dir: Path,
             seed: int = 0) -> ProxyResult:
@@ -190,51 +134,30 @@ class PoseProxyTask:
         if metric not in self.metrics:
             raise ValueError(f"metric={metric!r}; expected one of {', '.join(self.metrics)}")
         check_mmpose_runtime()
-        from ..mm import ProxyDiverged, ProxyRecorderHook, ProxyRunner
         from ..mm import pose as _pose  # noqa: F401 - registers ALZLoss in mmpose
 
         graph = graphs["pose"]
         work_dir = Path(work_dir)
         cfg = self.build_config(graph, work_dir, seed)
-        t0 = time.perf_counter()
-        recorder = ProxyRecorderHook()
-        diverged = False
-        names = {cfg.experiment_name}
-        threads = torch.get_num_threads()
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
-        try:
-            runner = ProxyRunner.from_cfg(cfg)
-            names.add(runner.experiment_name)  # the runner appends a timestamp
-            runner.register_hook(recorder)
-            runner.train()
-            if recorder.metrics is None:  # the schedule ended without a validation
-                runner.val()
-        except ProxyDiverged:
-            diverged = True
-        finally:
-            torch.set_num_threads(threads)
-            _release_runner(names)
-        seconds = time.perf_counter() - t0
+        # (xtcocotools prints its summary tables; the numbers are in the result)
+        run = train_and_validate(cfg, self.torch_threads, quiet=True)
         metrics: dict[str, float] = {}
-        if not diverged:
-            reported = recorder.metrics or {}
-            missing = [k for k in POSE_REPORTED.values() if k not in reported]
-            if missing:
-                raise RuntimeError(f"evaluation reported {sorted(reported)}, missing {missing}: "
-                                   "the config's val_evaluator must be mmpose's CocoMetric")
-            metrics = {name: float(reported[key]) for name, key in POSE_REPORTED.items()}
-        iterations = len(recorder.losses)
-        extra = {
-            "formula": graph.text,
-            "config": str(self.config_path),
-            "work_dir": str(work_dir),
-            "train_seconds": recorder.train_seconds,
-            "seconds_per_iter": recorder.train_seconds / max(iterations, 1),
-        }
-        return ProxyResult(metrics=metrics, fitness=None if diverged else metrics[metric],
-                           losses=tuple(recorder.losses), seconds=seconds, iterations=iterations,
-                           diverged=diverged, extra=extra)
+        if not run.diverged:
+            metrics = self.val_metrics(run.metrics or {}, strict=True)
+        return run.result(metrics, metric, {
+            "formula": graph.text, "config": str(self.config_path),
+            "work_dir": str(work_dir)})
+
+    def val_metrics(self, raw: Mapping[str, float], *, strict: bool = False
+                    ) -> dict[str, float]:
+        """mmpose CocoMetric's ``coco/AP``, ... as the task's ``map``, ... ``strict``: every
+        one must be there (else ``RuntimeError``: the config's evaluator is not CocoMetric);
+        otherwise the ones present."""
+        missing = [k for k in POSE_REPORTED.values() if k not in raw]
+        if missing and strict:
+            raise RuntimeError(f"evaluation reported {sorted(raw)}, missing {missing}: the "
+                               "config's val_evaluator must be mmpose's CocoMetric")
+        return {name: float(raw[key]) for name, key in POSE_REPORTED.items() if key in raw}
 
 
 # --- the task registry's entry points ----------------------------------------------------------

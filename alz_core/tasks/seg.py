@@ -6,19 +6,21 @@ holds a task object) can be imported without it.
 
 from __future__ import annotations
 
-import copy
-import time
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data.voc import load_label_maps, write_voc_dataset
 from ..graph import BranchKind, LossGraph
-from .base import ProxyResult
+from .base import (
+    ProxyResult,
+    finish_run_config,
+    load_run_config,
+    train_and_validate,
+)
+from .base import config_dicts as _dicts
 
 SEG_METRIC_NAMES: tuple[str, ...] = ("miou", "fwiou", "gacc", "macc", "biou", "bf1")
 #: Metrics for which the seed trains on the labels' boundaries instead of the full one-hot.
@@ -46,17 +48,6 @@ def rejection_labels(data_root: str | Path, count: int = 5, seed: int = 0,
                      split: str = "ImageSets/Segmentation/search_train.txt") -> np.ndarray:
     """``count`` label maps (B, H, W) uint8 from the search-train split, for loss rejection."""
     return load_label_maps(data_root, split, count, seed, size)
-
-
-def _dicts(obj: Any) -> Iterator[dict]:
-    """Every dict nested in ``obj`` (dicts and lists), depth first."""
-    if isinstance(obj, dict):
-        yield obj
-        for v in obj.values():
-            yield from _dicts(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _dicts(v)
 
 
 def set_loss_formula(model_cfg: dict, formula: str, target: str = "onehot") -> int:
@@ -114,47 +105,10 @@ class SegProxyTask:
 
     def build_config(self, graph: LossGraph, metric: str, work_dir: Path, seed: int = 0) -> Any:
         """The mmengine ``Config`` of one proxy run (exposed for inspection and tests)."""
-        from mmengine.config import Config
-
-        cfg = Config.fromfile(str(self.config_path))
-        cfg.work_dir = str(work_dir)
-        # a fresh name per run: mmengine keeps one logger/visualizer per experiment name
-        cfg.experiment_name = f"alz-seg-{uuid.uuid4().hex[:12]}"
-        if cfg.get("visualizer"):
-            cfg.visualizer.name = cfg.experiment_name  # else the first run's one is reused
-            # no scalar/config files: the result carries the losses, and writing the config
-            # costs a yapf formatting pass (about 0.4 s)
-            cfg.visualizer.vis_backends = []
-        cfg.randomness = dict(seed=int(seed), deterministic=False)
-        cfg.log_level = self.log_level
-        cfg.load_from, cfg.resume = None, False
+        cfg = load_run_config(self.config_path, work_dir, "seg", seed, self.log_level)
         set_loss_formula(cfg.model, graph.text, self.target_kind(metric))
-        if self.data_root is not None:
-            for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
-                for d in _dicts(cfg.get(key)):
-                    if "data_root" in d:
-                        d["data_root"] = self.data_root
-        if self.max_iters is not None:
-            self._set_max_iters(cfg, self.max_iters)
-        # a proxy run keeps nothing but its numbers: no checkpoints (None removes the hook
-        # mmengine would otherwise add by default)
-        cfg.default_hooks.checkpoint = None
-        if self.cfg_options:
-            cfg.merge_from_dict(copy.deepcopy(self.cfg_options))
-        return cfg
-
-    @staticmethod
-    def _set_max_iters(cfg: Any, max_iters: int) -> None:
-        if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
-            raise ValueError("max_iters needs an IterBasedTrainLoop config, got "
-                             f"{cfg.train_cfg.get('type')!r}")
-        old = cfg.train_cfg.max_iters
-        cfg.train_cfg.max_iters = max_iters
-        cfg.train_cfg.val_interval = max_iters
-        schedulers = cfg.param_scheduler
-        for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if not s.get("by_epoch", True) and s.get("end") == old:
-                s["end"] = max_iters
+        return finish_run_config(cfg, data_root=self.data_root, max_iters=self.max_iters,
+                                 cfg_options=self.cfg_options)
 
     def run(self, graphs: Mapping[str, LossGraph], metric: str, work_dir: Path,
             seed: int = 0) -> ProxyResult:
@@ -169,72 +123,27 @@ class SegProxyTask:
         metric = metric.lower()
         if metric not in self.metrics:
             raise ValueError(f"metric={metric!r}; expected one of {', '.join(self.metrics)}")
-        from ..mm import ProxyDiverged, ProxyRecorderHook, ProxyRunner
-
         graph = graphs["seg"]
         work_dir = Path(work_dir)
         cfg = self.build_config(graph, metric, work_dir, seed)
-        t0 = time.perf_counter()
-        recorder = ProxyRecorderHook()
-        diverged = False
-        names = {cfg.experiment_name}
-        threads = torch.get_num_threads()
-        if self.torch_threads is not None:
-            torch.set_num_threads(self.torch_threads)
-        try:
-            runner = ProxyRunner.from_cfg(cfg)
-            names.add(runner.experiment_name)  # the runner appends a timestamp
-            runner.register_hook(recorder)
-            runner.train()
-            if recorder.metrics is None:  # the schedule ended without a validation
-                runner.val()
-        except ProxyDiverged:
-            diverged = True
-        finally:
-            torch.set_num_threads(threads)
-            _release_runner(names)
-        seconds = time.perf_counter() - t0
+        run = train_and_validate(cfg, self.torch_threads)
         metrics: dict[str, float] = {}
-        if not diverged:
-            missing = [k for k in SEG_METRIC_NAMES if k not in (recorder.metrics or {})]
-            if missing:
-                raise RuntimeError(f"evaluation reported {sorted(recorder.metrics or {})}, "
-                                   f"missing {missing}: the config's val_evaluator must be "
-                                   "ALZSegMetric")
-            metrics = {k: recorder.metrics[k] for k in SEG_METRIC_NAMES}  # type: ignore[index]
-        iterations = len(recorder.losses)
-        extra = {
-            "formula": graph.text,
-            "target": self.target_kind(metric),
-            "config": str(self.config_path),
-            "work_dir": str(work_dir),
-            "train_seconds": recorder.train_seconds,
-            "seconds_per_iter": recorder.train_seconds / max(iterations, 1),
-        }
-        return ProxyResult(metrics=metrics, fitness=None if diverged else metrics[metric],
-                           losses=tuple(recorder.losses), seconds=seconds, iterations=iterations,
-                           diverged=diverged, extra=extra)
+        if not run.diverged:
+            metrics = self.val_metrics(run.metrics or {}, strict=True)
+        return run.result(metrics, metric, {
+            "formula": graph.text, "target": self.target_kind(metric),
+            "config": str(self.config_path), "work_dir": str(work_dir)})
 
-
-def _release_runner(names: set[str]) -> None:
-    """Drop mmengine's global per-experiment instances of a finished run.
-
-    mmengine keeps a logger, message hub and visualizer per experiment name for the life of the
-    process; a search worker runs hundreds of proxies, so each run's are removed (and its log
-    file closed) when it ends.
-    """
-    from mmengine.utils import ManagerMixin
-
-    stack = [ManagerMixin]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        instances = getattr(cls, "_instance_dict", {})
-        for name in names:
-            inst = instances.pop(name, None)
-            for handler in list(getattr(inst, "handlers", [])):
-                handler.close()
-                inst.removeHandler(handler)  # type: ignore[union-attr]
+    def val_metrics(self, raw: Mapping[str, float], *, strict: bool = False
+                    ) -> dict[str, float]:
+        """The task's metrics out of a validation's raw ones (``ALZSegMetric`` already names
+        them ``miou``, ...). ``strict``: every one must be there (else ``RuntimeError``: the
+        config's evaluator is not ALZSegMetric); otherwise the ones present."""
+        missing = [k for k in SEG_METRIC_NAMES if k not in raw]
+        if missing and strict:
+            raise RuntimeError(f"evaluation reported {sorted(raw)}, missing {missing}: the "
+                               f"config's val_evaluator must be ALZSegMetric")
+        return {k: float(raw[k]) for k in SEG_METRIC_NAMES if k in raw}
 
 
 # --- the task registry's entry points ----------------------------------------------------------

@@ -16,6 +16,8 @@ from alz_db import (
     claim_evaluation,
     create_search,
     finish_evaluation,
+    make_engine,
+    make_session_factory,
     register_worker,
     session_scope,
     start_search,
@@ -96,6 +98,36 @@ def small_search(sessions) -> SmallSearch:
 def trainable_search(sessions, small_voc) -> SmallSearch:
     """The same, with the small dataset as its data root (for real trainings)."""
     return make_search(sessions, small_voc)
+
+
+def retrain_cli(cid: int, db_url: str, data_dir: Path, capsys, *, max_iters: int,
+                val_interval: int):
+    """``alz retrain CID --config tiny`` through the CLI; its JSON output and the one retrain
+    evaluation it stored (already checked: DONE, settings from the tuned ones)."""
+    import json
+
+    from alz_db import EvalKind, EvalStatus, evaluations_of
+    from alz_db.cli import main
+
+    code = main(["retrain", str(cid), "--config", "tiny", "--max-iters", str(max_iters),
+                 "--val-interval", str(val_interval), "--data-dir", str(data_dir),
+                 "--database-url", db_url, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
+    assert out["iterations"] == max_iters
+    engine = make_engine(db_url)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            evs = [e for e in evaluations_of(s, candidate_id=cid)
+                   if e.kind is EvalKind.RETRAIN]
+    finally:
+        engine.dispose()
+    assert [e.id for e in evs] == [out["evaluation_id"]]
+    ev = evs[0]
+    assert ev.status is EvalStatus.DONE and ev.attempts == 1
+    assert ev.params["settings_source"] == "tuned"
+    return out, ev
 
 
 @pytest.fixture(autouse=True)

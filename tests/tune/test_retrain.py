@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from alz_db import EvalKind, EvalStatus, evaluation_steps, evaluations_of, session_scope
+from alz_db import EvalKind, evaluation_steps, evaluations_of, session_scope
 from alz_db.cli import main
 from alz_db.errors import InvalidInput
 from alz_db.retrain import TrainingSettings, set_tuned_settings, tuned_settings_of
+
+from .conftest import retrain_cli
 
 
 def test_settings_are_validated() -> None:
@@ -49,19 +49,9 @@ def test_retrain_stores_a_retrain_evaluation_with_its_curve(sessions, trainable_
         set_tuned_settings(s, cid, {"lr_scale": 0.5, "loss_weight": 1.5, "warmup_ratio": 0.2,
                                     "study": "manual"})
         assert tuned_settings_of(s, cid)["loss_weight"] == 1.5
-    code = main(["retrain", str(cid), "--config", "tiny", "--max-iters", "6",
-                 "--val-interval", "3", "--data-dir", str(tmp_path), "--database-url",
-                 db_url, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    out = json.loads(captured.out)
-    assert out["iterations"] == 6 and out["settings"]["loss_weight"] == 1.5
+    out, ev = retrain_cli(cid, db_url, tmp_path, capsys, max_iters=6, val_interval=3)
+    assert out["settings"]["loss_weight"] == 1.5
     with session_scope(sessions) as s:
-        evs = [e for e in evaluations_of(s, candidate_id=cid) if e.kind is EvalKind.RETRAIN]
-        assert [e.id for e in evs] == [out["evaluation_id"]]
-        ev = evs[0]
-        assert ev.status is EvalStatus.DONE and ev.attempts == 1
-        assert ev.params["settings_source"] == "tuned"
         assert ev.params["config"].endswith("tiny_deeplabv3plus_synthetic.py")
         assert set(ev.metrics) >= {"miou", "fwiou", "gacc", "macc", "biou", "bf1",
                                    "val_curve", "iterations"}
