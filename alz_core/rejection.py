@@ -142,7 +142,34 @@ class RejectionProblem(Protocol):
         ...
 
 
-class DenseRejectionProblem:
+class ProblemVerdicts:
+    """The verdicts every rejection problem gives (dense, box, heatmap): an invalid graph is
+    rejected before training; a non-finite run is rejected; otherwise the score of the metric
+    after training decides against ``config.threshold``. Needs ``kind``, ``metric_before``,
+    ``config`` and ``score_of`` on the problem."""
+
+    def _invalid(self, graph: LossGraph, t0: float) -> RejectionResult | None:
+        problem = validity_problem(graph, self.kind)
+        if problem is None:
+            return None
+        reason = _INVALID_TO_REASON.get(problem, RejectReason.INVALID_GRAPH)
+        return RejectionResult(Verdict.REJECT, reason, self.metric_before, None, None, 0,
+                               time.perf_counter() - t0, StopReason.NOT_RUN)
+
+    def _final(self, metric_after: float | None, iterations: int, t0: float,
+               stop: StopReason, non_finite: bool = False) -> RejectionResult:
+        seconds = time.perf_counter() - t0
+        if non_finite or metric_after is None:
+            return RejectionResult(Verdict.REJECT, RejectReason.NON_FINITE, self.metric_before,
+                                   None, None, iterations, seconds, stop)
+        score = self.score_of(metric_after)
+        ok = score >= self.config.threshold
+        return RejectionResult(Verdict.ACCEPT if ok else Verdict.REJECT,
+                               None if ok else RejectReason.LOW_SCORE, self.metric_before,
+                               metric_after, score, iterations, seconds, stop)
+
+
+class DenseRejectionProblem(ProblemVerdicts):
     """Shared samples of the protocol for a dense classification branch (seg, mask, cls).
 
     ``labels`` (B, H, W) int64 with ``ignore_index`` for unlabelled pixels; ``init_logits``
@@ -189,27 +216,6 @@ class DenseRejectionProblem:
 
     def check_plain(self, graph: LossGraph) -> RejectionResult:
         return _check_plain_dense(graph, self)
-
-    # -- verdicts -----------------------------------------------------------------------------
-    def _invalid(self, graph: LossGraph, t0: float) -> RejectionResult | None:
-        problem = validity_problem(graph, self.kind)
-        if problem is None:
-            return None
-        reason = _INVALID_TO_REASON.get(problem, RejectReason.INVALID_GRAPH)
-        return RejectionResult(Verdict.REJECT, reason, self.metric_before, None, None, 0,
-                               time.perf_counter() - t0, StopReason.NOT_RUN)
-
-    def _final(self, metric_after: float | None, iterations: int, t0: float,
-               stop: StopReason, non_finite: bool) -> RejectionResult:
-        seconds = time.perf_counter() - t0
-        if non_finite or metric_after is None:
-            return RejectionResult(Verdict.REJECT, RejectReason.NON_FINITE, self.metric_before,
-                                   None, None, iterations, seconds, stop)
-        score = self.score_of(metric_after)
-        ok = score >= self.config.threshold
-        return RejectionResult(Verdict.ACCEPT if ok else Verdict.REJECT,
-                               None if ok else RejectReason.LOW_SCORE, self.metric_before,
-                               metric_after, score, iterations, seconds, stop)
 
 
 def check_plain(graph: LossGraph, problem: RejectionProblem) -> RejectionResult:

@@ -69,14 +69,11 @@ from .det_metrics import (
 from .equivalence import quantize
 from .evaluate import CompiledGraph, rejection_reduce
 from .graph import BranchKind, LossGraph
-from .mutation import validity_problem
 from .rejection import (
-    _INVALID_TO_REASON,
     DenseRejectionProblem,
+    ProblemVerdicts,
     RejectionResult,
-    RejectReason,
     StopReason,
-    Verdict,
 )
 
 DET_BRANCHES: dict[str, BranchKind] = {
@@ -386,7 +383,7 @@ def _pixel_box(box: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, i
 
 
 # --- box regression branches -------------------------------------------------------------------
-class BoxRejectionProblem:
+class BoxRejectionProblem(ProblemVerdicts):
     """A box-regression branch (``reg_rpn`` or ``reg_rcnn``): SGD on the positive samples'
     predicted deltas (see the module doc); implements the ``RejectionProblem`` protocol."""
 
@@ -552,26 +549,6 @@ class BoxRejectionProblem:
             non_finite |= not bool(torch.isfinite(z).all())
             after = None if non_finite else self.metric_of(z)
         return self._final(after, cfg.iterations, t0, StopReason.COMPLETED)
-
-    def _invalid(self, graph: LossGraph, t0: float) -> RejectionResult | None:
-        problem = validity_problem(graph, self.kind)
-        if problem is None:
-            return None
-        reason = _INVALID_TO_REASON.get(problem, RejectReason.INVALID_GRAPH)
-        return RejectionResult(Verdict.REJECT, reason, self.metric_before, None, None, 0,
-                               time.perf_counter() - t0, StopReason.NOT_RUN)
-
-    def _final(self, metric_after: float | None, iterations: int, t0: float,
-               stop: StopReason) -> RejectionResult:
-        seconds = time.perf_counter() - t0
-        if metric_after is None:
-            return RejectionResult(Verdict.REJECT, RejectReason.NON_FINITE, self.metric_before,
-                                   None, None, iterations, seconds, stop)
-        score = self.score_of(metric_after)
-        ok = score >= self.config.threshold
-        return RejectionResult(Verdict.ACCEPT if ok else Verdict.REJECT,
-                               None if ok else RejectReason.LOW_SCORE, self.metric_before,
-                               metric_after, score, iterations, seconds, stop)
 
 
 # --- all branches ------------------------------------------------------------------------------

@@ -36,19 +36,12 @@ from .data.coco_pose import COCO_SIGMAS, HeatmapSamples
 from .equivalence import quantize
 from .evaluate import CompiledGraph
 from .graph import BranchKind, LossGraph
-from .mutation import InvalidReason, validity_problem
-from .rejection import RejectionResult, RejectReason, StopReason, Verdict
+from .rejection import ProblemVerdicts, RejectionResult, StopReason
 
 #: OKS thresholds of COCO keypoint AP.
 OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 #: Recall points of COCO's interpolated precision.
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
-
-_INVALID_TO_REASON = {
-    InvalidReason.NO_TARGET: RejectReason.NO_TARGET_DEPENDENCE,
-    InvalidReason.NO_PREDICTION: RejectReason.NO_PREDICTION_DEPENDENCE,
-}
-
 
 def heatmap_argmax(heatmaps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-joint argmax positions (B, K, 2) as (x, y) and maximum values (B, K)."""
@@ -111,7 +104,7 @@ def oks_average_precision(oks: np.ndarray, scores: np.ndarray,
     return float(np.mean(aps))
 
 
-class HeatmapRejectionProblem:
+class HeatmapRejectionProblem(ProblemVerdicts):
     """Shared samples of the protocol for a heatmap branch (pose), B person instances.
 
     ``samples``: target heatmaps (B, K, H, W), joint weights (B, K), labelled keypoints in
@@ -275,27 +268,6 @@ class HeatmapRejectionProblem:
         return HeatmapRejectionProblem(self.samples, self.metric,
                                        replace(self.config, **changes), self.init_heatmaps,
                                        self.sigmas)
-
-    # -- verdicts -----------------------------------------------------------------------------
-    def _invalid(self, graph: LossGraph, t0: float) -> RejectionResult | None:
-        problem = validity_problem(graph, self.kind)
-        if problem is None:
-            return None
-        reason = _INVALID_TO_REASON.get(problem, RejectReason.INVALID_GRAPH)
-        return RejectionResult(Verdict.REJECT, reason, self.metric_before, None, None, 0,
-                               time.perf_counter() - t0, StopReason.NOT_RUN)
-
-    def _final(self, metric_after: float | None, iterations: int, t0: float,
-               stop: StopReason, non_finite: bool) -> RejectionResult:
-        seconds = time.perf_counter() - t0
-        if non_finite or metric_after is None:
-            return RejectionResult(Verdict.REJECT, RejectReason.NON_FINITE, self.metric_before,
-                                   None, None, iterations, seconds, stop)
-        score = self.score_of(metric_after)
-        ok = score >= self.config.threshold
-        return RejectionResult(Verdict.ACCEPT if ok else Verdict.REJECT,
-                               None if ok else RejectReason.LOW_SCORE, self.metric_before,
-                               metric_after, score, iterations, seconds, stop)
 
 
 def heatmap_rejection_problem(coco: dict, metric: str = "map",
