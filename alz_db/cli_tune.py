@@ -230,10 +230,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 # --- alz ablation ---------------------------------------------------------------------------------
 def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
                    proxy_iters: int | None, data_dir: str, data_root: str | None,
-                   torch_threads: int | None, queue: Any) -> list[dict[str, Any]]:
-    """All arms of one seed in this process (a spawned worker, or the command itself).
-    Reports ``("eval", arm, seed, n)`` after each proxy evaluation and ``("trace", dict)``
-    after each arm on ``queue``."""
+                   torch_threads: int | None, queue: Any,
+                   skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """All arms of one seed but ``skip`` in this process (a spawned worker, or the command
+    itself). Reports ``("eval", arm, seed, n)`` after each proxy evaluation and
+    ``("trace", dict)`` after each arm on ``queue``."""
     import shutil
     import tempfile
 
@@ -274,6 +275,8 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
     traces = []
     try:
         for arm in sorted(cfg.arms, key=lambda a: -ARM_NAMES.index(a)):
+            if arm in skip:
+                continue
             trace = run_arm(arm, seed, cfg, get_task(task).branches, proxy, check, fingerprint,
                             on_evaluation=lambda t: queue.put(("eval", t.arm, t.seed,
                                                                t.evaluations)))
@@ -295,12 +298,18 @@ class _ListQueue:
 
 
 def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
-               data_root: str | None, threads: int | None, handle: Any) -> None:
-    """Every seed's unit, in this process or in ``args.procs`` spawned ones."""
+               data_root: str | None, threads: int | None, handle: Any,
+               finished: set[tuple[str, int]] = frozenset()) -> None:
+    """Every seed's unit (but its ``finished`` (arm, seed) runs), in this process or in
+    ``args.procs`` spawned ones."""
+    skips = {seed: tuple(a for a in config.arms if (a, seed) in finished)
+             for seed in config.seeds}
+    seeds = [seed for seed in config.seeds if len(skips[seed]) < len(config.arms)]
     if args.procs == 1:
-        for seed in config.seeds:
+        for seed in seeds:
             _ablation_unit(seed, config.to_json(), task, metric, args.proxy_iters,
-                           args.data_dir, data_root, threads, _ListQueue(handle))
+                           args.data_dir, data_root, threads, _ListQueue(handle),
+                           skips[seed])
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -311,14 +320,41 @@ def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
             with ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
                 futures = [pool.submit(_ablation_unit, seed, config.to_json(), task,
                                        metric, args.proxy_iters, args.data_dir,
-                                       data_root, threads, queue)
-                           for seed in config.seeds]
+                                       data_root, threads, queue, skips[seed])
+                           for seed in seeds]
                 while not all(f.done() for f in futures) or not queue.empty():
                     while not queue.empty():
                         handle(queue.get())
                     time.sleep(0.5)
                 for f in futures:
                     f.result()  # re-raise a worker's error
+
+
+def _resumable_traces(path: Path, result: Any) -> list[Any]:
+    """The traces of the study at ``path`` that ``result`` (a new, empty study) can keep: the
+    same task, metric, proxy iterations and config but for the seeds; only (arm, seed) runs it
+    asks for. No file: nothing to keep. A file of another study: ``CLIError``."""
+    from alz_core.ablation import AblationResult
+
+    if not path.is_file():
+        return []
+    try:
+        previous = AblationResult.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"--resume: {path} is not an ablation result ({exc})") from None
+    mine, theirs = result.config.to_json(), previous.config.to_json()
+    differ = [k for k in sorted(set(mine) | set(theirs)) if k not in ("seeds", "arms")
+              and mine.get(k) != theirs.get(k)]
+    for key in ("task", "metric"):
+        if getattr(previous, key) != getattr(result, key):
+            differ.append(key)
+    if previous.settings.get("proxy_iters") != result.settings.get("proxy_iters"):
+        differ.append("proxy_iters")
+    if differ:
+        raise CLIError(f"--resume: {path} is another study (it differs in "
+                       f"{', '.join(differ)}); use another --out or drop --resume")
+    return [t for t in previous.traces
+            if t.seed in result.config.seeds and t.arm in result.config.arms]
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
@@ -357,8 +393,18 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     settings = {"proxy_iters": args.proxy_iters, "procs": args.procs, "proxy_seed": 0,
                 "rejection": "seed protocol (B=5, 500 SGD iterations, eta=0.6)"}
     result = AblationResult(config, info.name, metric, settings=settings)
+    finished: set[tuple[str, int]] = set()
+    if args.resume:
+        kept = _resumable_traces(out / "ablation.json", result)
+        result.traces.extend(kept)
+        finished = {(t.arm, t.seed) for t in kept}
+        if kept:
+            result.settings["resumed"] = sorted(f"{a} seed {s}" for a, s in finished)
+            err_console.print(f"resuming: {len(kept)} finished run(s) kept from "
+                              f"{out / 'ablation.json'}", markup=False, highlight=False,
+                              soft_wrap=True)
     total = len(config.arms) * len(config.seeds) * config.budget
-    done: dict[tuple[str, int], int] = {}
+    done: dict[tuple[str, int], int] = {(a, s): config.budget for a, s in finished}
     t0 = time.perf_counter()
     threads = 1 if args.procs > 1 else None
 
@@ -389,7 +435,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                         markup=False, highlight=False, soft_wrap=True)
 
         try:
-            _run_units(args, config, info.name, metric, data_root, threads, handle)
+            _run_units(args, config, info.name, metric, data_root, threads, handle, finished)
         except (StoreError, CLIError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - one line; what finished is kept
@@ -618,6 +664,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     a.add_argument("--name", default=None, help="name of the stored study")
     a.add_argument("--no-db", action="store_true",
                    help="do not store the result in the database (files only)")
+    a.add_argument("--resume", action="store_true",
+                   help="keep the finished (arm, seed) runs of OUT/ablation.json (same task, "
+                        "metric, settings; the seeds may differ) and run only the others")
     a.add_argument("--data-dir", default=".alz/data", help="where the synthetic data lives")
     a.add_argument("--data-root", default=None,
                    help="a dataset in the task's layout (default: the synthetic one)")

@@ -163,6 +163,27 @@ def test_cli_ablation_on_the_tiny_task(tmp_path, capsys, db_url, small_voc) -> N
     finally:
         engine.dispose()
 
+    # --resume keeps the finished runs (seed 0) and runs only the missing ones (seed 1)
+    first = {(t.arm, t.seed): t.to_json() for t in result.traces}
+    arms = "random,evolution+rejection+equivalence"
+    common = ["ablation", "--budget", "2", "--initial", "1", "--proxy-iters", "2",
+              "--data-root", str(small_voc), "--out", str(out), "--data-dir",
+              str(tmp_path / "data"), "--no-db", "--resume"]
+    code = main([*common, "--seeds", "0,1", "--arms", arms, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "resuming: 2 finished run(s) kept" in captured.err
+    resumed = AblationResult.from_json((out / "ablation.json").read_text())
+    runs = {(t.arm, t.seed): t.to_json() for t in resumed.traces}
+    assert set(runs) == {(a, s) for a in arms.split(",") for s in (0, 1)}
+    for arm in arms.split(","):
+        assert runs[(arm, 0)] == first[(arm, 0)]  # kept as it was, not run again
+    assert resumed.settings["resumed"] == sorted(f"{a} seed 0" for a in arms.split(","))
+    # another study in the same directory is refused, naming what differs
+    code = main([*common[:2], "3", *common[3:], "--seeds", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is another study (it differs in budget)" in err
+
 
 def test_cli_ablation_bad_input_is_one_line(capsys) -> None:
     from alz_db.cli import main
