@@ -63,6 +63,11 @@ def loss_curve_chart(curve: Sequence[tuple[int, float | None]]) -> alt.Chart:
         tooltip=["step", "loss"])
 
 
+#: a trial's state and its colour on the chart
+TRIAL_COLOURS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728",
+                 "RUNNING": "#7f7f7f", "WAITING": "#bcbd22"}
+
+
 def trials_frame(trials: Sequence[TrialRecord]) -> pd.DataFrame:
     """One row per (trial, validation): the intermediate metric Optuna's pruner saw."""
     rows = [{"trial": t.number, "state": t.state, "iteration": step, "metric": value}
@@ -77,5 +82,7 @@ def trials_chart(trials: Sequence[TrialRecord], metric: str) -> alt.Chart:
     return alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("iteration:Q", title="training iteration"),
         y=alt.Y("metric:Q", title=metric),
-        color=alt.Color("state:N", title="state"), detail="trial:N",
+        color=alt.Color("state:N", title="state", scale=alt.Scale(
+            domain=list(TRIAL_COLOURS), range=list(TRIAL_COLOURS.values()))),
+        detail="trial:N",
         tooltip=["trial", "state", "iteration", "metric"])
