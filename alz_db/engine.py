@@ -79,19 +79,28 @@ def resolve_database_url() -> str:
     return start_embedded().url
 
 
+def pgbouncer_from_env() -> bool:
+    """``ALZ_PGBOUNCER`` is ``1``/``true``/``yes``: connections go through PgBouncer in
+    transaction mode."""
+    return os.environ.get("ALZ_PGBOUNCER", "").strip().lower() in ("1", "true", "yes")
+
+
 def make_engine(url: str | URL, *, statement_timeout_ms: int | None = DEFAULT_STATEMENT_TIMEOUT_MS,
                 lock_timeout_ms: int | None = DEFAULT_LOCK_TIMEOUT_MS,
                 idle_in_transaction_timeout_ms: int | None =
                 DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
                 connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
-                pool_size: int = 2, max_overflow: int = 2, pgbouncer: bool = False,
+                pool_size: int = 2, max_overflow: int = 2, pgbouncer: bool | None = None,
                 application_name: str = "alz") -> Engine:
     """An engine for one process: psycopg 3, a small pool, per-transaction timeouts.
 
     A process holds at most ``pool_size + max_overflow`` connections; a fleet of hundreds of
-    worker processes should go through PgBouncer (transaction mode, ``pgbouncer=True``).
-    ``None`` disables a timeout (migrations).
+    worker processes should go through PgBouncer (transaction mode, ``pgbouncer=True``;
+    ``None``: true when the environment sets ``ALZ_PGBOUNCER=1``, which ``alz-worker
+    --pgbouncer`` does for its workers). ``None`` disables a timeout (migrations).
     """
+    if pgbouncer is None:
+        pgbouncer = pgbouncer_from_env()
     u = normalize_url(url)
     connect_args: dict[str, object] = {"connect_timeout": connect_timeout_s,
                                        "application_name": application_name}

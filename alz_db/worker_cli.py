@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "is running")
     p.add_argument("--data-dir", type=Path, default=None, help="synthetic data and proxy "
                    "work directories (default .alz/data)")
+    p.add_argument("--pgbouncer", action="store_true", help="the database URL is a PgBouncer "
+                   "in transaction mode: no server-side prepared statements (also "
+                   "ALZ_PGBOUNCER=1)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     return p
 
@@ -170,6 +173,9 @@ def _resolve(args: argparse.Namespace) -> tuple[str, int | None, list[int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.pgbouncer:
+        # every engine of this process and of the workers it spawns (they inherit os.environ)
+        os.environ["ALZ_PGBOUNCER"] = "1"
     try:
         url, search_id, gpus = _resolve(args)
     except (UsageError, StoreError) as exc:

@@ -3,6 +3,7 @@
 #
 #   bash scripts/install.sh          # python packages, the OpenMMLab stack, the project
 #   ALZ_INSTALL_BROWSER=1 ...        # also Debian's chromium + chromedriver (UI tests)
+#   ALZ_INSTALL_PGBOUNCER=1 ...      # also Debian's pgbouncer (tests/db/test_pgbouncer.py)
 #
 # Why the steps look the way they do (see also docs in README "Installing"):
 # * torch 2.14.1 + torchvision 0.29.1 are the newest pair pip may take here, and mmpose needs a
@@ -32,6 +33,12 @@ if [ "${ALZ_INSTALL_BROWSER:-0}" = "1" ] && \
    ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
   echo "[install] chromium + chromedriver (Debian packages)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
+if [ "${ALZ_INSTALL_PGBOUNCER:-0}" = "1" ] && \
+   ! { command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1; then
+  echo "[install] pgbouncer (Debian package)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer
 fi
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(hash_inputs)" ]; then

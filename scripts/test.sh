@@ -6,8 +6,9 @@
 #   bash scripts/test.sh -k rejection # extra arguments go to the first pytest run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# the browser test of the web app (tests/webapp/test_browser.py) drives Debian's chromium
-ALZ_INSTALL_BROWSER=1 bash scripts/install.sh
+# the browser test of the web app (tests/webapp/test_browser.py) drives Debian's chromium; the
+# PgBouncer tests (tests/db/test_pgbouncer.py) run Debian's pgbouncer
+ALZ_INSTALL_BROWSER=1 ALZ_INSTALL_PGBOUNCER=1 bash scripts/install.sh
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
