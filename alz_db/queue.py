@@ -22,7 +22,10 @@ reaped and re-claimed (even by itself) cannot overwrite the newer attempt.
 
 A proxy evaluation that fails for good gives its budget slot back, so the search still ends
 with exactly ``budget`` results; its candidate is ``failed`` and keeps its fingerprint class
-(the class is not trained again).
+(the class is not trained again). When the last ``FAILURES_TO_FAIL_SEARCH`` proxy evaluations of
+a search all failed for good (a broken config, missing data: no loss can train), the search
+itself becomes ``failed`` with the last error, so workers stop spending attempts on it; a
+diverged run is a result, not a failure, and any result in between resets the count.
 """
 
 from __future__ import annotations
@@ -50,9 +53,11 @@ from .fitness import finite_or_none, from_stored, to_stored
 from .models import Candidate as CandidateRow
 from .models import Evaluation, EvaluationAttempt, EvaluationStep, Search, sql_value
 from .records import AttemptRecord, EvaluationRecord, Lease, ReapedEvaluation
-from .searches import finish_search_if_complete
+from .searches import fail_search, finish_search_if_complete
 
 DEFAULT_LEASE_SECONDS = 60.0
+#: a search fails once this many of its proxy evaluations in a row failed for good
+FAILURES_TO_FAIL_SEARCH = 5
 _CLAIMABLE = (EvalStatus.QUEUED, EvalStatus.STALE)
 
 
@@ -224,6 +229,28 @@ def _fail_for_good(session: Session, failed: Iterable[tuple[int, int, EvalKind]]
         per_search[search_id] = per_search.get(search_id, 0) + 1
     for search_id, count in sorted(per_search.items()):  # fixed order: no lock cycles
         release_proxy_slot(session, search_id, count)
+    for search_id in sorted(per_search):
+        _fail_search_if_hopeless(session, search_id)
+
+
+def _fail_search_if_hopeless(session: Session, search_id: int) -> None:
+    """Fail a running search whose last ``FAILURES_TO_FAIL_SEARCH`` proxy evaluations all
+    failed for good (see the module doc)."""
+    last = session.execute(
+        select(Evaluation.status, Evaluation.error)
+        .where(Evaluation.search_id == search_id, Evaluation.kind == EvalKind.PROXY,
+               Evaluation.status.in_([EvalStatus.DONE, EvalStatus.FAILED]))
+        .order_by(Evaluation.finished_at.desc().nulls_last(), Evaluation.id.desc())
+        .limit(FAILURES_TO_FAIL_SEARCH)).all()
+    if len(last) < FAILURES_TO_FAIL_SEARCH or \
+            any(EvalStatus(r.status) is not EvalStatus.FAILED for r in last):
+        return
+    status = session.execute(select(Search.status).where(Search.id == search_id)).scalar_one()
+    if SearchStatus(status) is not SearchStatus.RUNNING:
+        return
+    fail_search(session, search_id,
+                f"its last {FAILURES_TO_FAIL_SEARCH} proxy evaluations failed (last error: "
+                f"{last[0].error or 'unknown'}); fix the cause, then create a new search")
 
 
 def fail_evaluation(session: Session, lease: Lease, error: str, *,

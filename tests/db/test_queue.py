@@ -41,6 +41,7 @@ from alz_db import (
     submit_candidate,
 )
 from alz_db.models import Evaluation
+from alz_db.queue import FAILURES_TO_FAIL_SEARCH
 
 from .builders import FORMULAS, cand
 
@@ -221,6 +222,35 @@ def test_failures_retry_up_to_max_attempts(sessions, unique_name, worker_id) -> 
     assert ev.status is EvalStatus.FAILED and ev.error == "boom"
     assert [(a.outcome, a.error) for a in history] == [
         (AttemptOutcome.ERROR, "CUDA out of memory"), (AttemptOutcome.ERROR, "boom")]
+
+
+def test_a_search_whose_proxy_runs_keep_failing_fails(sessions, unique_name,
+                                                       worker_id) -> None:
+    """FAILURES_TO_FAIL_SEARCH proxy evaluations in a row failing for good (a broken config)
+    fail the search with the last error, so workers stop spending attempts on it; a result in
+    between resets the count."""
+    n = FAILURES_TO_FAIL_SEARCH
+    sid, _ = _search(sessions, unique_name, budget=2 * n + 4, queued=2 * n + 1, max_attempts=1)
+    for i, result in enumerate(["fail"] * (n - 1) + ["done"] + ["fail"] * (n - 1)):
+        with session_scope(sessions) as s:
+            lease = claim_evaluation(s, worker_id, search_id=sid)
+            if result == "done":
+                finish_evaluation(s, lease, fitness=0.5)
+            else:
+                fail_evaluation(s, lease, f"FileNotFoundError: no data {i}")
+    with session_scope(sessions) as s:
+        assert get_search(s, sid).status is SearchStatus.RUNNING  # only n - 1 in a row
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+    with session_scope(sessions) as s:
+        fail_evaluation(s, lease, "FileNotFoundError: no data, again")
+    with session_scope(sessions) as s:
+        info = get_search(s, sid)
+        assert info.status is SearchStatus.FAILED
+        assert info.error == (f"its last {n} proxy evaluations failed (last error: "
+                              f"FileNotFoundError: no data, again); fix the cause, then create "
+                              f"a new search")
+        # the one evaluation still queued is not handed out any more
+        assert claim_evaluation(s, worker_id, search_id=sid) is None
 
 
 def test_diverged_training_is_a_result_not_a_failure(sessions, unique_name,
