@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from .errors import InvalidValue
 from .ops import OP_NAMES
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidValue):
     """A configuration value is out of range; the message names the field and the value."""
 
 

@@ -24,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from .errors import InvalidValue
 from .graph import INPUT_NAMES, Expr, LossGraph
 from .ops import OPS
 
@@ -31,7 +32,7 @@ from .ops import OPS
 MAX_NESTING = 100
 
 
-class FormulaError(ValueError):
+class FormulaError(InvalidValue):
     """Formula text that cannot be parsed; names the position and what was expected."""
 
     def __init__(self, text: str, position: int, message: str) -> None:

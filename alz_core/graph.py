@@ -19,6 +19,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Any
 
+from .errors import InvalidValue
 from .ops import OPS
 
 
@@ -103,7 +104,7 @@ class Node:
         return {"op": self.op, "args": list(self.args)}
 
 
-class GraphError(ValueError):
+class GraphError(InvalidValue):
     """A graph is malformed (unknown operator, wrong arity, bad index, unknown input)."""
 
 

@@ -88,6 +88,7 @@ from .records import (
     Representative,
     SearchInfo,
     Submission,
+    WorkerProblemRecord,
     WorkerRecord,
 )
 from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, run_in_transaction
@@ -106,9 +107,12 @@ from .workers import (
     get_worker,
     list_workers,
     mark_lost_workers,
+    record_worker_problem,
     register_worker,
+    resolve_worker_problem,
     stop_worker,
     worker_heartbeat,
+    worker_problems,
 )
 
 __all__ = [
@@ -118,7 +122,8 @@ __all__ = [
     "FinishOutcome", "FitnessKind", "IntegrityViolation", "InvalidInput", "LeaderboardEntry",
     "Lease", "LineageEntry", "NotFound", "PermissionDenied", "ReapedEvaluation",
     "Representative", "RetryPolicy", "SearchInfo", "SearchStatus", "StatementTimeout",
-    "StoreError", "Submission", "SubmitOutcome", "TransientStoreError", "WorkerRecord",
+    "StoreError", "Submission", "SubmitOutcome", "TransientStoreError", "WorkerProblemRecord",
+    "WorkerRecord",
     "WorkerStatus", "add_candidate", "candidate_hash", "candidates_of", "check_database",
     "children", "claim_evaluation", "create_read_only_role", "create_search", "display_url",
     "drop_role", "evaluation_attempts", "evaluation_steps", "evaluations_of", "fail_evaluation",
@@ -130,4 +135,5 @@ __all__ = [
     "release_embedded", "release_proxy_slot", "reserve_proxy_slot", "resolve_database_url",
     "run_in_transaction", "session_scope", "start_embedded", "start_search", "stop_embedded",
     "stop_search", "stop_worker", "submit_candidate", "validate_search", "worker_heartbeat",
+    "record_worker_problem", "resolve_worker_problem", "worker_problems",
 ]

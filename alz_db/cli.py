@@ -173,8 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from alz_core.equivalence import combine_fingerprints
     from alz_core.evolution import run_evolution
     from alz_core.rejection import check
-    from alz_core.tasks.registry import check_metric, get_task, seg_rejection_problem
-    from alz_core.tasks.seg import SegProxyTask, ensure_synthetic_voc
+    from alz_core.tasks.registry import TaskSettings, build_task, check_metric, get_task
 
     try:
         task_info = get_task("seg")
@@ -185,11 +184,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rej = RejectionConfig(seed=args.seed)
     except (ConfigError, ValueError) as exc:
         raise CLIError(str(exc)) from None
-    data_root = Path(args.data_dir) / "synthetic_voc"
+    # the task and rejection samples a search's workers build (tiny config, synthetic scenes)
     with err_console.status("preparing the synthetic VOC dataset"):
-        ensure_synthetic_voc(data_root)
-    task = SegProxyTask(data_root=data_root, max_iters=args.proxy_iters)
-    problem = seg_rejection_problem(metric, rej)
+        task, problems = build_task("seg", metric, rej, TaskSettings(
+            data_dir=Path(args.data_dir), max_iters=args.proxy_iters))
+    problem = problems["seg"]
     stats = {"checked": 0, "rejected": 0, "best": None, "best_text": "-"}
 
     def reject(branch, graph):
@@ -414,6 +413,57 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 # --- alz search create / list / status / stop --------------------------------------------------
+def _cfg_options(args: argparse.Namespace) -> dict:
+    """``--cfg-options KEY=VALUE ...`` (mmengine's syntax) as a dict (one-line errors)."""
+    from alz_core.errors import InvalidValue
+    from alz_core.tasks.configs import parse_cfg_options
+
+    try:
+        return parse_cfg_options(getattr(args, "cfg_options", None))
+    except InvalidValue as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _setup_task(task: str, metric: str, args: argparse.Namespace, options: dict, *,
+                prepare: bool = True, split_seed: int = 0, eval_count: int | None = None):
+    """:func:`alz_core.tasks.registry.setup_task` with a spinner and one-line errors."""
+    from alz_core.errors import InvalidValue, one_line
+    from alz_core.tasks.registry import setup_task
+
+    with err_console.status("checking the config and the dataset", spinner="dots"):
+        try:
+            return setup_task(task, metric, config=args.config, cfg_options=options,
+                              data_root=args.data_root, prepare_split=prepare,
+                              split_seed=split_seed, eval_count=eval_count)
+        except InvalidValue as exc:
+            raise CLIError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a user's config or dataset may fail anyhow
+            raise CLIError(f"the config or dataset cannot be used: {type(exc).__name__}: "
+                           f"{one_line(exc)}") from None
+
+
+def _say_setup(setup, *, verb: str = "found") -> None:  # noqa: ANN001 - a TaskSetup
+    """What the project changes in the config and which data and split it uses."""
+    _say(f"config        {setup.config.label} (sha256 {setup.config_sha256[:12]})"
+         + (f", overrides {' '.join(f'{k}={v!r}' for k, v in setup.cfg_options.items())}"
+            if setup.cfg_options else ""))
+    for line in setup.changes:
+        _say(f"  changes     {line}")
+    if setup.dataset is None:
+        _say("data          the task's synthetic dataset (written by each worker)")
+        return
+    d = setup.dataset
+    classes = ", ".join(d.classes[:6]) + (", ..." if len(d.classes) > 6 else "")
+    _say(f"data          {setup.data_root}: {d.dataset_type}, {d.train_images} training "
+         f"images, {len(d.classes)} classes ({classes})"
+         + (f", ignore index {d.ignore_index}" if d.ignore_index is not None else ""))
+    if setup.split is not None:
+        c = setup.split.counts
+        how = "prepared" if setup.split_created else verb
+        _say(f"search split  {how} {setup.split.directory}: {c.get('train')} to train on, "
+             f"{c.get('eval')} held out for evaluation (seed {setup.split.seed})")
+
+
 def cmd_search_create(args: argparse.Namespace) -> int:
     from . import create_search, validate_search
 
@@ -423,25 +473,28 @@ def cmd_search_create(args: argparse.Namespace) -> int:
                        ("tournament_fraction", args.tournament)):
         if value is not None:
             evolution[key] = value
-    extra: dict = {}
-    if args.proxy_iters is not None:
-        if args.proxy_iters < 1:
-            raise CLIError(f"--proxy-iters={args.proxy_iters} is invalid: expected an integer "
-                           f">= 1")
-        extra["max_iters"] = args.proxy_iters  # the key the workers read (alz_db.worker)
-    if args.data_root is not None:
-        root = Path(args.data_root).expanduser()
-        if not root.is_dir():
-            raise CLIError(f"--data-root {args.data_root}: not a directory")
-        extra["data_root"] = str(root.resolve())
+    if args.proxy_iters is not None and args.proxy_iters < 1:
+        raise CLIError(f"--proxy-iters={args.proxy_iters} is invalid: expected an integer "
+                       f">= 1")
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise CLIError(f"--data-root {args.data_root}: not a directory")
+    options = _cfg_options(args)
     # everything is validated before the database is touched: bad input writes nothing
     try:
         validate_search(args.task, args.metric, seed=args.seed, evolution=evolution)
     except StoreError as exc:
         raise CLIError(str(exc)) from None
-    with _unit_of_work(args) as s:
-        info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
-                             evolution=evolution, extra=extra)
+    db = _open(args)  # the database answers before a split is written
+    try:
+        setup = _setup_task(args.task, args.metric, args, options)
+        extra = setup.extra()
+        if args.proxy_iters is not None:
+            extra["max_iters"] = args.proxy_iters  # the key the workers read (alz_db.worker)
+        with db.session() as s:
+            info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
+                                 evolution=evolution, extra=extra)
+    finally:
+        db.close()
     if args.json:
         print(json.dumps(_search_json(info)))
         return 0
@@ -450,7 +503,42 @@ def cmd_search_create(args: argparse.Namespace) -> int:
                       f"budget {info.budget}, K={evo['initial_population']}, "
                       f"P={evo['population_size']}, T={evo['tournament_fraction']}, "
                       f"seed {info.seed}")
+    _say_setup(setup)
     _say(f"run it with: alz search run {info.name}")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    """``alz data prepare ROOT --task T``: check a dataset and write its search split."""
+    from alz_core.tasks.registry import TaskError, get_task
+
+    root = Path(args.root).expanduser()
+    if not root.is_dir():
+        raise CLIError(f"{args.root}: not a directory")
+    if args.eval_count is not None and args.eval_count < 1:
+        raise CLIError(f"--eval-count={args.eval_count} is invalid: expected an integer >= 1")
+    if args.seed < 0:
+        raise CLIError(f"--seed={args.seed} is invalid: expected an integer >= 0")
+    try:
+        task = get_task(args.task)
+    except TaskError as exc:
+        raise CLIError(str(exc)) from None
+    args.data_root = str(root.resolve())
+    setup = _setup_task(task.name, task.metrics[0], args, _cfg_options(args),
+                        split_seed=args.seed, eval_count=args.eval_count)
+    payload = {"root": setup.data_root, "task": task.name, "config": setup.config.label,
+               "changes": list(setup.changes),
+               "dataset": None if setup.dataset is None else setup.dataset.to_json(),
+               "split": None if setup.split is None else
+               {**setup.split.summary(), "created": setup.split_created}}
+    if args.json:
+        print(json.dumps(payload))
+        return 0
+    _say_setup(setup, verb="already there:")
+    if setup.split is not None:
+        _say(f"searches on it: alz search create NAME --task {task.name} --data-root "
+             f"{setup.data_root}" + ("" if args.config in (None, "tiny")
+                                     else f" --config {args.config}"))
     return 0
 
 
@@ -479,11 +567,13 @@ def cmd_search_list(args: argparse.Namespace) -> int:
 
 
 def cmd_search_status(args: argparse.Namespace) -> int:
-    from . import get_search
+    from . import get_search, worker_problems
 
     with _unit_of_work(args) as s:
         info = get_search(s, args.search)
         progress = _search_progress(s, info)
+        problems = worker_problems(s, info.id)
+    progress["worker_problems"] = [_plain(p) for p in problems]
     if args.json:
         print(json.dumps(_search_json(info, progress)))
         return 0
@@ -502,6 +592,9 @@ def cmd_search_status(args: argparse.Namespace) -> int:
                  + (f"  candidate {info.best_candidate_id}: {progress['best_formula']}"
                     if info.best_candidate_id is not None else "")),
         ("workers alive", str(progress["workers_alive"])),
+        *_config_lines(info.extra),
+        *[("node problem", f"worker {p.worker_id} on {p.host} skips this search: {p.problem}"
+           f" ({p.count}x, last {_when(p.last_at)})") for p in problems],
         ("created", _when(info.created_at)),
         ("started", _when(info.started_at)),
         ("finished", _when(info.finished_at)),
@@ -509,6 +602,30 @@ def cmd_search_status(args: argparse.Namespace) -> int:
     for key, value in lines:
         _say(f"{key:<14}{value}")
     return 0
+
+
+def _config_lines(extra: dict) -> list[tuple[str, str]]:
+    """``alz search status``'s lines about the config, its overrides, what the project
+    replaced in it, the data and the split."""
+    lines = []
+    if extra.get("config_name") or extra.get("config"):
+        label = extra.get("config_name") or extra.get("config")
+        digest = str(extra.get("config_sha256") or "")[:12]
+        lines.append(("config", f"{label}" + (f" (sha256 {digest})" if digest else "")))
+    for k, v in (extra.get("cfg_options") or {}).items():
+        lines.append(("override", f"{k}={v!r}"))
+    for line in extra.get("config_changes") or []:
+        lines.append(("changes", line))
+    if extra.get("data_root"):
+        ds = extra.get("dataset") or {}
+        lines.append(("data", f"{extra['data_root']}" + (
+            f" ({ds.get('dataset_type')}, {ds.get('num_classes')} classes)" if ds else "")))
+    split = extra.get("split") or {}
+    if split:
+        c = split.get("counts") or {}
+        lines.append(("search split", f"{split.get('directory')}: {c.get('train')} train, "
+                                      f"{c.get('eval')} eval"))
+    return lines
 
 
 def cmd_search_stop(args: argparse.Namespace) -> int:
@@ -882,6 +999,36 @@ def _db_options(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def add_config_options(p: argparse.ArgumentParser, *, default: str,
+                       what: str = "the proxy runs") -> None:
+    """``--config NAME|PATH`` and ``--cfg-options KEY=VALUE ...``."""
+    p.add_argument("--config", default=None, metavar="NAME|PATH",
+                   help=f"mmengine config of {what}: tiny, proxy, retrain (the task's built-in "
+                   f"configs) or the path of any mmseg/mmdet/mmpose config file, stock ones "
+                   f"included (default: {default})")
+    p.add_argument("--cfg-options", nargs="+", action="extend", default=None,
+                   metavar="KEY=VALUE",
+                   help="override config settings, mmengine's syntax: key.sub=value, a=1,2, "
+                   "b=[1,2], c=None")
+
+
+def _add_data_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
+    d = sub.add_parser("data", help="datasets: check one and write its search split")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    p = dsub.add_parser("prepare", help="check a dataset through a config's dataset class and "
+                        "write its seeded search split (evaluation images held out of the "
+                        "training split)")
+    p.add_argument("root", help="the dataset's root folder")
+    p.add_argument("--task", default="seg", help="seg | det | ins | pose (default: seg)")
+    add_config_options(p, default="tiny", what="the searches on this dataset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--eval-count", type=int, default=None,
+                   help="images held out for evaluation (default: the paper's 1500 for seg, "
+                   "5000 for det/ins/pose where the training split has 5x as many; else 20%%)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_data_prepare)
+
+
 def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     db = sub.add_parser("db", help="the database: migrations")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
@@ -907,9 +1054,12 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     c.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
     c.add_argument("--proxy-iters", type=int, default=None,
                    help="training iterations per proxy run (default: the task config's)")
+    add_config_options(c, default="tiny")
     c.add_argument("--data-root", default=None,
-                   help="VOC-layout dataset for the proxy runs (default: the built-in "
-                   "synthetic scenes); must exist at this path on every worker node")
+                   help="dataset of the proxy runs, read by the config's dataset class "
+                   "(default: the config's own data_root; for tiny, the built-in synthetic "
+                   "scenes); its search split is checked, and written if missing; it must "
+                   "exist at this path on every worker node")
     _db_options(c)
     c.set_defaults(func=cmd_search_create)
 
@@ -1016,6 +1166,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     _add_db_commands(sub)
+    _add_data_commands(sub)
     import importlib
 
     for name in _COMMAND_MODULES:

@@ -26,12 +26,15 @@ from typing import Any
 from .cli import (
     CLIError,
     _candidate_ref,
+    _cfg_options,
     _database_url,
     _db_options,
     _fmt,
     _open,
     _say,
+    _setup_task,
     _unit_of_work,
+    add_config_options,
     err_console,
     out_console,
 )
@@ -105,6 +108,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     _positive("--val-interval", args.val_interval)
     _positive("--torch-threads", args.torch_threads)
     settings = _settings_from_args(args)
+    options = _cfg_options(args)
     db = _open(args)
     try:
         with _progress() as progress:
@@ -121,6 +125,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
             try:
                 out = retrain_candidate(db.sessions, cid, config=args.config,
+                                        cfg_options=options,
                                         max_iters=args.max_iters, seed=args.seed,
                                         settings=settings, use_tuned=not args.no_tuned,
                                         data_root=args.data_root, data_dir=Path(args.data_dir),
@@ -167,7 +172,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
               if v is not None}
     try:
         config = TuneConfig(trials=args.trials, proxy_iters=args.proxy_iters,
-                            config=args.config, report_every=args.report_every,
+                            config=args.config, cfg_options=_cfg_options(args),
+                            report_every=args.report_every,
                             pruner=args.pruner, prune_startup=args.prune_startup,
                             prune_below=args.prune_below, seed=args.seed, **ranges)
     except InvalidInput as exc:
@@ -229,12 +235,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # --- alz ablation ---------------------------------------------------------------------------------
 def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
-                   proxy_iters: int | None, data_dir: str, data_root: str | None,
+                   proxy_iters: int | None, data_dir: str, spec: dict[str, Any],
                    torch_threads: int | None, queue: Any,
                    skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """All arms of one seed but ``skip`` in this process (a spawned worker, or the command
-    itself). Reports ``("eval", arm, seed, n)`` after each proxy evaluation and
-    ``("trace", dict)`` after each arm on ``queue``."""
+    itself). ``spec``: the checked config (path, built-in or not, overrides), data root and
+    search split (:func:`_task_spec`). Reports ``("eval", arm, seed, n)`` after each proxy
+    evaluation and ``("trace", dict)`` after each arm on ``queue``."""
     import shutil
     import tempfile
 
@@ -249,9 +256,13 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
 
         torch.set_num_threads(int(torch_threads))
     cfg = AblationConfig.from_json(config)
+    root, split = spec.get("data_root"), spec.get("split_dir")
     proxy_task, problems = build_task(task, metric, RejectionConfig(), TaskSettings(
-        data_dir=Path(data_dir), data_root=Path(data_root) if data_root else None,
-        max_iters=proxy_iters, torch_threads=torch_threads))
+        data_dir=Path(data_dir), data_root=Path(root) if root else None,
+        config=spec.get("config"), builtin=spec.get("builtin"),
+        cfg_options=dict(spec.get("cfg_options") or {}),
+        split_dir=Path(split) if split else None, max_iters=proxy_iters,
+        torch_threads=torch_threads))
     work = Path(tempfile.mkdtemp(prefix="alz-ablation-"))
 
     def train(cand: Any) -> float | None:
@@ -297,8 +308,15 @@ class _ListQueue:
         self.fn(item)
 
 
+def _task_spec(setup: Any) -> dict[str, Any]:
+    """What a process needs to build the task a :class:`TaskSetup` checked (JSON-ready)."""
+    return {"config": str(setup.config.path), "builtin": setup.config.builtin,
+            "cfg_options": dict(setup.cfg_options), "data_root": setup.data_root,
+            "split_dir": None if setup.split is None else str(setup.split.directory)}
+
+
 def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
-               data_root: str | None, threads: int | None, handle: Any,
+               spec: dict[str, Any], threads: int | None, handle: Any,
                finished: set[tuple[str, int]] = frozenset()) -> None:
     """Every seed's unit (but its ``finished`` (arm, seed) runs), in this process or in
     ``args.procs`` spawned ones."""
@@ -308,7 +326,7 @@ def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
     if args.procs == 1:
         for seed in seeds:
             _ablation_unit(seed, config.to_json(), task, metric, args.proxy_iters,
-                           args.data_dir, data_root, threads, _ListQueue(handle),
+                           args.data_dir, spec, threads, _ListQueue(handle),
                            skips[seed])
     else:
         import multiprocessing as mp
@@ -320,7 +338,7 @@ def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
             with ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
                 futures = [pool.submit(_ablation_unit, seed, config.to_json(), task,
                                        metric, args.proxy_iters, args.data_dir,
-                                       data_root, threads, queue, skips[seed])
+                                       spec, threads, queue, skips[seed])
                            for seed in seeds]
                 while not all(f.done() for f in futures) or not queue.empty():
                     while not queue.empty():
@@ -380,18 +398,19 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     _positive("--proxy-iters", args.proxy_iters)
     _positive("--procs", args.procs)
-    data_root = None
-    if args.data_root is not None:
-        if not Path(args.data_root).is_dir():
-            raise CLIError(f"--data-root {args.data_root}: not a directory")
-        data_root = str(Path(args.data_root).resolve())
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise CLIError(f"--data-root {args.data_root}: not a directory")
+    setup = _setup_task(info.name, metric, args, _cfg_options(args))
+    spec = _task_spec(setup)
     out = Path(args.out)
     name = args.name or f"ablation-{info.name}-{metric}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.no_db:
         with _unit_of_work(args):  # fail now, not after an hour, if the database is not there
             pass
     settings = {"proxy_iters": args.proxy_iters, "procs": args.procs, "proxy_seed": 0,
-                "rejection": "seed protocol (B=5, 500 SGD iterations, eta=0.6)"}
+                "rejection": "seed protocol (B=5, 500 SGD iterations, eta=0.6)",
+                "config": setup.config.label, "config_sha256": setup.config_sha256,
+                "cfg_options": dict(setup.cfg_options), "data_root": setup.data_root}
     result = AblationResult(config, info.name, metric, settings=settings)
     finished: set[tuple[str, int]] = set()
     if args.resume:
@@ -435,7 +454,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                         markup=False, highlight=False, soft_wrap=True)
 
         try:
-            _run_units(args, config, info.name, metric, data_root, threads, handle, finished)
+            _run_units(args, config, info.name, metric, spec, threads, handle, finished)
         except (StoreError, CLIError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - one line; what finished is kept
@@ -502,6 +521,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     _positive("--max-iters", args.max_iters)
     _positive("--torch-threads", args.torch_threads)
+    options = _cfg_options(args)
     with _unit_of_work(args) as s:
         from .searches import get_search
 
@@ -532,6 +552,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
             try:
                 result = run_baselines(db.sessions, cid, seeds=seeds, config=args.config,
+                                       cfg_options=options,
                                        max_iters=args.max_iters, use_tuned=args.tuned,
                                        data_dir=Path(args.data_dir),
                                        torch_threads=args.torch_threads, on_run=on_run,
@@ -590,9 +611,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     r = sub.add_parser("retrain", help="re-train a candidate with the full schedule (default: "
                        "the task's re-training config) and store it as a retrain evaluation")
     r.add_argument("candidate", help="candidate id")
-    r.add_argument("--config", default=None,
-                   help="mmengine config: a path, or tiny | proxy | retrain (default: retrain, "
-                   "the seed's schedule; it needs the real dataset and a GPU)")
+    add_config_options(r, default="retrain, the paper's schedule; it needs the real dataset "
+                       "and a GPU", what="the re-training")
     r.add_argument("--max-iters", type=int, default=None,
                    help="training iterations (iteration-based configs; e.g. for a CPU run)")
     r.add_argument("--seed", type=int, default=None, help="seed (default: the search's)")
@@ -620,7 +640,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                    "to add workers to the same study")
     t.add_argument("--proxy-iters", type=int, default=None,
                    help="training iterations per trial (default: the search's proxy schedule)")
-    t.add_argument("--config", default=None, help="proxy config (default: the search's)")
+    add_config_options(t, default="the search's, with its overrides",
+                       what="each trial (it trains on the search split, as a proxy run)")
     t.add_argument("--report-every", type=int, default=25,
                    help="validate and report the metric every N iterations (default 25)")
     t.add_argument("--pruner", default="median", help="median (default) | threshold | none")
@@ -669,7 +690,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                         "metric, settings; the seeds may differ) and run only the others")
     a.add_argument("--data-dir", default=".alz/data", help="where the synthetic data lives")
     a.add_argument("--data-root", default=None,
-                   help="a dataset in the task's layout (default: the synthetic one)")
+                   help="a dataset the config's dataset class reads (default: the synthetic "
+                   "one); its search split is checked, and written if missing")
+    add_config_options(a, default="tiny")
     _db_options(a)
     a.set_defaults(func=cmd_ablation)
 
@@ -688,8 +711,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     b.add_argument("search", help="search id or name")
     b.add_argument("--candidate", default=None, help="candidate id (default: the search's best)")
     b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    b.add_argument("--config", default=None,
-                   help="a path, or tiny | proxy | retrain (default: retrain)")
+    add_config_options(b, default="retrain", what="the re-trainings")
     b.add_argument("--max-iters", type=int, default=None, help="training iterations")
     b.add_argument("--tuned", action="store_true",
                    help="train every loss with the candidate's tuned settings")

@@ -29,6 +29,9 @@ Tables (one row per ...):
     training iteration of an evaluation (the loss curve; NULL loss = non-finite).
 ``worker``
     worker process: host, pid, device, heartbeat.
+``worker_problem``
+    search that one worker cannot serve on its node (config or data missing or different
+    there): the worker skips it, the search goes on elsewhere.
 
 All timestamps are ``timestamptz`` set from the database clock (``now()``), never from a
 worker's clock. Enumerated columns are VARCHAR with CHECK constraints (not PostgreSQL enum
@@ -56,6 +59,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    UniqueConstraint,
     func,
     literal_column,
     text,
@@ -359,6 +363,25 @@ class TuningStudy(Base):
         CheckConstraint("trials_finished >= 0", name="trials_finished"),
         Index("ix_tuning_study_candidate_id", "candidate_id"),
     )
+
+
+class WorkerProblem(Base):
+    """Revision 0005: a search one worker cannot serve on its node (its config differs or is
+    missing there, its data is missing there); the worker skips the search, others go on."""
+
+    __tablename__ = "worker_problem"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    search_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("search.id", ondelete="CASCADE"))
+    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("worker.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(255))
+    problem: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    first_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
+    last_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+
+    __table_args__ = (UniqueConstraint("search_id", "worker_id"),)
 
 
 class Experiment(Base):

@@ -74,8 +74,10 @@ def _owned(lease: Lease):  # noqa: ANN202 - a SQL condition
 
 def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None = None,
                      kinds: Iterable[EvalKind] = (EvalKind.PROXY, EvalKind.RETRAIN),
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Lease | None:
-    """Lease the oldest claimable evaluation (of ``search_id``, or of any search), or ``None``.
+                     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                     search_ids: Iterable[int] | None = None) -> Lease | None:
+    """Lease the oldest claimable evaluation (of ``search_id``, or of any search, or of one of
+    ``search_ids``: the searches this worker can serve), or ``None``.
 
     Proxy evaluations are claimable while their search is ``running``; re-trainings also once
     it is ``finished``. Rows locked by another claimer are skipped, not waited for, so two
@@ -95,6 +97,11 @@ def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None 
             .with_for_update(of=Evaluation, skip_locked=True))
     if search_id is not None:
         pick = pick.where(Evaluation.search_id == search_id)
+    if search_ids is not None:
+        ids = sorted({int(i) for i in search_ids})
+        if not ids:
+            return None
+        pick = pick.where(Evaluation.search_id.in_(ids))
     row = session.execute(
         update(Evaluation).where(Evaluation.id == pick.scalar_subquery())
         .values(status=EvalStatus.RUNNING, worker_id=worker_id,

@@ -199,6 +199,21 @@ class WorkerRecord:
 
 
 @dataclass(frozen=True)
+class WorkerProblemRecord:
+    """A search one worker cannot serve on its node (``worker_problem``)."""
+
+    search_id: int
+    worker_id: int
+    host: str
+    problem: str
+    count: int
+    first_at: datetime
+    last_at: datetime
+    resolved_at: datetime | None
+    worker_status: WorkerStatus | None = None
+
+
+@dataclass(frozen=True)
 class LeaderboardEntry:
     rank: int  # 1 = best; ties broken by the older candidate
     candidate_id: int

@@ -23,7 +23,6 @@ schedule). They are applied to the mmengine config of any task whose proxy task 
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import math
 import os
@@ -42,7 +41,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alz_core.evolution import Candidate
-from alz_core.tasks.base import config_dicts
+from alz_core.tasks.configs import CONFIG_NAMES as CONFIG_ALIASES
+from alz_core.tasks.configs import config_dicts
 
 from .candidates import _candidate_from, get_candidate
 from .enums import EvalKind, EvalStatus, FinishOutcome
@@ -57,8 +57,6 @@ from .workers import register_worker, stop_worker
 
 log = logging.getLogger(__name__)
 
-#: named configs accepted by ``--config`` (else a path): attribute of the task's module
-CONFIG_ALIASES = {"tiny": "TINY_CONFIG", "proxy": "PROXY_CONFIG", "retrain": "RETRAIN_CONFIG"}
 LEASE_SECONDS = 120.0
 
 
@@ -232,24 +230,16 @@ def release_task(task: Any) -> None:
 
 
 # --- building the task of a re-training ----------------------------------------------------------
-def resolve_config(task: str, config: str | None) -> str:
-    """``config`` as a path: ``None`` is the task's RETRAIN_CONFIG, ``tiny`` / ``proxy`` /
-    ``retrain`` name the task's built-in configs; a path must be a file."""
-    from alz_core.tasks.registry import get_task
+def resolve_config(task: str, config: str | None, *, default: str = "retrain") -> str:
+    """``config`` as a path: ``None`` is ``default`` (a built-in name), ``tiny`` / ``proxy`` /
+    ``retrain`` name the task's built-in configs; a path must be a config file."""
+    from alz_core.errors import InvalidValue
+    from alz_core.tasks.registry import resolve_task_config
 
-    info = get_task(task)
-    name = "retrain" if config is None else config
-    if name in CONFIG_ALIASES:
-        module = importlib.import_module(info.module)
-        attr = CONFIG_ALIASES[name]
-        if not hasattr(module, attr):
-            raise InvalidInput(f"config={name!r} is invalid: task {task!r} has no {attr}")
-        return str(getattr(module, attr))
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise InvalidInput(f"config={config!r} is invalid: expected a config file or one of "
-                           f"{', '.join(CONFIG_ALIASES)}")
-    return str(path.resolve())
+    try:
+        return str(resolve_task_config(task, config, default=default).path)
+    except InvalidValue as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def build_training_task(info: SearchInfo, *, config: str | None, max_iters: int | None,
@@ -257,33 +247,48 @@ def build_training_task(info: SearchInfo, *, config: str | None, max_iters: int 
                         torch_threads: int | None = None,
                         cfg_options: Mapping[str, Any] | None = None,
                         default: str = "retrain") -> tuple[Any, str | None]:
-    """The search's task for a training run with another config/schedule; ``(task, config)``.
+    """The search's task for a training run with another config/schedule; ``(task, config
+    path)`` (``None``: the task's default tiny config).
 
-    ``config`` ``None`` means ``default``: ``retrain`` (the task's RETRAIN_CONFIG) or
-    ``search`` (the task's own default proxy config; the returned config is then ``None``).
-    ``data_root`` defaults to the search's; ``max_iters`` must be positive. Raises
-    ``InvalidInput`` for bad values (one line naming the value).
+    ``default="retrain"``: a re-training, on ``config`` (``None``: the task's RETRAIN_CONFIG)
+    and the config's own train and validation splits. ``default="search"``: what a proxy run of
+    the search trains (a tuning trial): ``config`` ``None`` is the search's own config with its
+    overrides, and the runs train and evaluate on the search split. ``data_root`` defaults to
+    the search's; ``cfg_options`` are merged after the search's; ``max_iters`` must be
+    positive. Raises ``InvalidInput`` for bad values (one line naming the value).
     """
-    from alz_core.tasks.registry import TaskError, TaskSettings, build_task
+    from alz_core.errors import InvalidValue
+    from alz_core.tasks.registry import TaskError, TaskSettings, build_task, resolve_task_config
+
+    from .worker import NodeProblem, config_on_this_node
 
     if max_iters is not None and (not isinstance(max_iters, int) or max_iters < 1):
         raise InvalidInput(f"max_iters={max_iters!r} is invalid: expected an integer >= 1")
-    if config is None and default == "search":
-        path = None
-    else:
-        path = resolve_config(info.task, config)
+    search_like = default == "search"
+    options: dict[str, Any] = {}
+    try:
+        if config is None and search_like:
+            path, builtin = config_on_this_node(info)
+            options.update(info.extra.get("cfg_options") or {})
+        else:
+            ref = resolve_task_config(info.task, config,
+                                      default="tiny" if search_like else "retrain")
+            path, builtin = str(ref.path), ref.builtin
+    except (InvalidValue, NodeProblem) as exc:
+        raise InvalidInput(str(exc)) from None
+    options.update(cfg_options or {})
     root = data_root if data_root is not None else info.extra.get("data_root")
     if root is not None and not Path(root).is_dir():
         raise InvalidInput(f"data_root={str(root)!r} is invalid: not a directory")
-    options = dict(info.extra.get("cfg_options") or {})
-    options.update(cfg_options or {})
+    split = (info.extra.get("split") or {}).get("directory")
     settings = TaskSettings(data_dir=Path(data_dir or Path(".alz") / "data").resolve(),
                             data_root=Path(root) if root else None, config=path,
-                            max_iters=max_iters, cfg_options=options,
-                            torch_threads=torch_threads)
+                            builtin=builtin, max_iters=max_iters, cfg_options=options,
+                            torch_threads=torch_threads, search_split=search_like,
+                            split_dir=Path(split) if split and search_like else None)
     try:
         task, _ = build_task(info.task, info.metric, info.rejection, settings)
-    except (TaskError, ValueError, FileNotFoundError) as exc:
+    except (TaskError, InvalidValue, ValueError, FileNotFoundError) as exc:
         raise InvalidInput(str(exc)) from None
     return task, path
 
@@ -409,6 +414,7 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
                       use_tuned: bool = True, data_root: str | None = None,
                       data_dir: Path | None = None, val_interval: int | None = None,
                       torch_threads: int | None = None,
+                      cfg_options: Mapping[str, Any] | None = None,
                       on_iter: Callable[[int, int], None] | None = None,
                       on_val: Callable[[int, dict[str, float]], None] | None = None,
                       ) -> RetrainOutcome:
@@ -433,8 +439,9 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
     seed = info.seed if seed is None else int(seed)
     task, path = build_training_task(info, config=config, max_iters=max_iters,
                                      data_root=data_root, data_dir=data_dir,
-                                     torch_threads=torch_threads)
-    params = {"config": path, "max_iters": max_iters, "seed": seed,
+                                     torch_threads=torch_threads, cfg_options=cfg_options)
+    params = {"config": path, "cfg_options": dict(cfg_options or {}), "max_iters": max_iters,
+              "seed": seed,
               "settings": settings.to_json(), "settings_source": source,
               "val_interval": val_interval}
     worker_id = run_in_transaction(sessions, register_worker, socket.gethostname(), os.getpid(),
@@ -527,6 +534,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                   config: str | None = None, max_iters: int | None = None,
                   use_tuned: bool = False, data_root: str | None = None,
                   data_dir: Path | None = None, torch_threads: int | None = None,
+                  cfg_options: Mapping[str, Any] | None = None,
                   on_run: Callable[[str, int], None] | None = None,
                   on_iter: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Re-train the candidate beside cross-entropy and the seed's Table 9 loss for the search's
@@ -553,7 +561,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
     losses, notes = baseline_losses(info.task, info.metric)
     task, path = build_training_task(info, config=config, max_iters=max_iters,
                                      data_root=data_root, data_dir=data_dir,
-                                     torch_threads=torch_threads)
+                                     torch_threads=torch_threads, cfg_options=cfg_options)
     rows: list[dict[str, Any]] = []
     found = BaselineLoss(f"discovered (candidate {candidate_id})", cand.formula, "search",
                          candidate_id)
@@ -567,7 +575,8 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                 out = retrain_candidate(sessions, candidate_id, config=config,
                                         max_iters=max_iters, seed=seed, settings=settings,
                                         data_root=data_root, data_dir=data_dir,
-                                        torch_threads=torch_threads, on_iter=on_iter)
+                                        torch_threads=torch_threads, cfg_options=cfg_options,
+                                        on_iter=on_iter)
                 runs.append({"seed": seed, "fitness": out.fitness,
                              "metrics": {k: v for k, v in out.metrics.items()
                                          if isinstance(v, float)},
@@ -587,6 +596,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                      "diverged": sum(r["fitness"] is None for r in runs), **_spread(values)})
     return {"search_id": info.id, "search_name": info.name, "task": info.task,
             "metric": info.metric, "candidate_id": candidate_id, "config": path,
+            "cfg_options": dict(cfg_options or {}),
             "max_iters": max_iters, "seeds": list(seeds), "settings": settings.to_json(),
             "rows": rows, "notes": notes}
 

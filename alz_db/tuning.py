@@ -66,7 +66,8 @@ class TuneConfig:
 
     ``trials``: trials of the whole study (all workers, all nodes). ``proxy_iters``: training
     iterations per trial (default: the search's proxy schedule); ``config``: the proxy config
-    (default: the search's). ``report_every``: validation (intermediate value) period in
+    (default: the search's, with its overrides), ``cfg_options`` more overrides (mmengine's
+    ``--cfg-options``). ``report_every``: validation (intermediate value) period in
     iterations. ``pruner``: ``median`` (prune below the median of earlier trials at the same
     step, after ``prune_startup`` finished trials and from the second report on), ``threshold``
     (prune when the metric is below ``prune_below``), ``none``. The ranges are
@@ -76,6 +77,7 @@ class TuneConfig:
     trials: int = 20
     proxy_iters: int | None = None
     config: str | None = None
+    cfg_options: Mapping[str, Any] = field(default_factory=dict)
     report_every: int = 25
     pruner: str = "median"
     prune_startup: int = 3
@@ -393,7 +395,8 @@ def run_tuning_worker(url: str, candidate_id: int, study_name: str, config: Tune
 
         cand, info = run_in_transaction(sessions, _read)
         proxy_iters = config.proxy_iters or info.extra.get("max_iters")
-        task, _ = build_training_task(info, config=config.config or info.extra.get("config"),
+        task, _ = build_training_task(info, config=config.config,
+                                      cfg_options=config.cfg_options,
                                       max_iters=proxy_iters, data_dir=data_dir,
                                       torch_threads=torch_threads, default="search")
         storage = optuna_storage(url)

@@ -43,8 +43,11 @@ Contracts and choices:
   (or a minute) loses nothing: a finished result is kept in memory until it is recorded or the
   lease is lost.
 * **Task settings** come from the search config's ``extra`` (see :data:`EXTRA_KEYS`); unknown
-  keys are ignored. A task that cannot be built (bad path or value) fails the search with a
-  one-line reason.
+  keys are ignored. A task that cannot be built because of this node (the config file missing
+  or different here, the data root or search split missing here, an ``OSError``) is a *worker
+  problem*: recorded in ``worker_problem`` (``alz search status`` shows it), the worker skips
+  the search for :data:`NODE_PROBLEM_RETRY_SECONDS` and serves the others; the search is not
+  failed. A bad value every node would meet fails the search with a one-line reason.
 """
 
 from __future__ import annotations
@@ -94,7 +97,9 @@ from .searches import fail_search, get_search, list_searches
 from .workers import (
     list_workers,
     mark_lost_workers,
+    record_worker_problem,
     register_worker,
+    resolve_worker_problem,
     stop_worker,
     worker_heartbeat,
 )
@@ -104,13 +109,16 @@ T = TypeVar("T")
 
 #: keys of ``search.config["extra"]`` the worker reads (all optional)
 EXTRA_KEYS: dict[str, str] = {
-    "data_root": "VOC-layout dataset of the proxy runs and the rejection samples (default: the "
-                 "synthetic dataset under data_dir/synthetic_voc, created on first use; its "
-                 "rejection samples then come from the built-in synthetic generator, as in "
-                 "`alz check`)",
+    "data_root": "dataset of the proxy runs and the rejection samples, read by the config's "
+                 "dataset class (default: the task's synthetic dataset under data_dir, created "
+                 "on first use)",
+    "split": "the search split of data_root: {directory, id, kind, seed, counts}",
     "config": "mmengine config file of the proxy model (default: the tiny CPU config)",
+    "config_name": "the built-in config's name (tiny, proxy, retrain), resolved on each node",
+    "config_sha256": "digest of the config at creation; a node whose copy differs skips the "
+                     "search",
     "max_iters": "training iterations per proxy run (default: the config's)",
-    "cfg_options": "mapping merged into the mmengine config last",
+    "cfg_options": "mapping merged into the mmengine config first (mmengine's --cfg-options)",
     "torch_threads": "torch intra-op threads per worker (default: the worker's setting)",
     "rejection_size": "side in pixels of the rejection samples (default 64)",
 }
@@ -191,20 +199,70 @@ class _SearchContext:
     population_cache: dict[int, Candidate] = field(default_factory=dict)
 
 
+class NodeProblem(RuntimeError):
+    """This node cannot serve a search (its config or data is missing or differs here); the
+    worker skips the search, the search itself goes on elsewhere."""
+
+
+#: how long a worker skips a search it met a node problem with before it tries again (the
+#: operator may have fixed the node meanwhile)
+NODE_PROBLEM_RETRY_SECONDS = 300.0
+
+
+def config_on_this_node(info: SearchInfo) -> tuple[str | None, bool | None]:
+    """The search's config file on this node and whether it is a built-in one: a built-in
+    config by name is resolved here (the project may live elsewhere on this node), a user's
+    file by its absolute path; its digest must be the one stored at creation. Raises
+    :class:`NodeProblem`."""
+    from alz_core.errors import InvalidValue
+    from alz_core.tasks.registry import resolve_task_config
+
+    extra = info.extra
+    name, path = extra.get("config_name"), extra.get("config")
+    if name:
+        try:
+            here, builtin = str(resolve_task_config(info.task, name).path), True
+        except InvalidValue as exc:
+            raise NodeProblem(f"built-in config {name!r} is not available here: {exc}") from None
+    elif path:
+        if not Path(path).is_file():
+            raise NodeProblem(f"config {path} is missing on this node")
+        here, builtin = str(path), False
+    else:
+        return None, None
+    digest = extra.get("config_sha256")
+    if digest:
+        from alz_core.tasks.configs import config_digest
+
+        try:
+            mine = config_digest(here)
+        except InvalidValue as exc:
+            raise NodeProblem(f"config {here} does not load on this node: {exc}") from None
+        if mine != digest:
+            raise NodeProblem(f"config {here} differs on this node (sha256 {mine[:12]}..., the "
+                              f"search's {str(digest)[:12]}...)")
+    return here, builtin
+
+
 def _build_task(info: SearchInfo, data_dir: Path, token: str,
                 torch_threads: int | None) -> tuple[Any, dict[str, Any]]:
-    """The proxy task and the per-branch rejection problems of a search (raises on bad
-    settings: ``ValueError``, ``FileNotFoundError``, ``KeyError``)."""
+    """The proxy task and the per-branch rejection problems of a search. Raises
+    :class:`NodeProblem` (or ``OSError``) for what is missing or different on this node,
+    ``ValueError`` / ``TypeError`` / ``KeyError`` for bad settings."""
     from alz_core.tasks.registry import TaskSettings, build_task
 
     extra = info.extra
+    config, builtin = config_on_this_node(info)
     user_root = extra.get("data_root")
-    options = dict(extra.get("cfg_options") or {})
-    options["custom_hooks"] = list(options.get("custom_hooks") or []) + [_abort_hook_cfg(token)]
+    if user_root and not Path(user_root).is_dir():
+        raise NodeProblem(f"data root {user_root} is missing on this node")
+    split = (extra.get("split") or {}).get("directory")
     size = extra.get("rejection_size")
     settings = TaskSettings(data_dir=data_dir, data_root=Path(user_root) if user_root else None,
-                            config=extra.get("config"), max_iters=extra.get("max_iters"),
-                            cfg_options=options,
+                            config=config, builtin=builtin, max_iters=extra.get("max_iters"),
+                            cfg_options=dict(extra.get("cfg_options") or {}),
+                            split_dir=Path(split) if split else None,
+                            hooks=(_abort_hook_cfg(token),),
                             torch_threads=extra.get("torch_threads", torch_threads),
                             rejection_size=int(size) if size is not None else None)
     return build_task(info.task, info.metric, info.rejection, settings)
@@ -224,6 +282,7 @@ class _Worker:
         self.token = uuid.uuid4().hex
         self.contexts: dict[int, _SearchContext] = {}
         self.failed_searches: set[int] = set()
+        self.skipped: dict[int, float] = {}  # search id -> when to try this node again
         # the lease being worked on, renewed by the heartbeat thread
         self._lease_lock = threading.Lock()
         self._lease: Lease | None = None
@@ -292,15 +351,28 @@ class _Worker:
         ctx = self.contexts.get(search_id)
         if ctx is not None:
             return ctx
+        if time.monotonic() < self.skipped.get(search_id, 0.0):
+            return None
         info = self.call(get_search, search_id)
         try:
             task, problems = _build_task(info, self.data_dir, self.token, self.torch_threads)
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+        except (NodeProblem, OSError) as exc:
+            self._node_problem(search_id, str(exc))
+            return None
+        except (ValueError, TypeError, KeyError) as exc:
             reason = f"the worker cannot build task {info.task!r}: {exc}"
             log.error("worker %d: search %d: %s", self.worker_id, search_id, reason)
             self.failed_searches.add(search_id)
             self.call(fail_search, search_id, reason)
             return None
+        except Exception as exc:  # noqa: BLE001 - one search's task must not stop the worker
+            log.exception("worker %d: search %d: building the task failed", self.worker_id,
+                          search_id)
+            self._node_problem(search_id, f"{type(exc).__name__}: {exc}")
+            return None
+        if search_id in self.skipped:
+            self.skipped.pop(search_id)
+            self.call(resolve_worker_problem, search_id, self.worker_id)
         rank = self.call(self._rank, search_id)
         ctx = _SearchContext(info, task, problems, np.random.default_rng([info.seed, rank]), rank)
         log.info("worker %d: search %d (seed %d), random stream rank %d", self.worker_id,
@@ -308,6 +380,23 @@ class _Worker:
         self.contexts[search_id] = ctx
         self.summary.searches.add(search_id)
         return ctx
+
+    def _node_problem(self, search_id: int, problem: str) -> None:
+        """Skip the search for a while on this node; recorded for ``alz search status``."""
+        log.error("worker %d: skipping search %d on this node: %s", self.worker_id, search_id,
+                  " ".join(problem.split()))
+        self.skipped[search_id] = time.monotonic() + NODE_PROBLEM_RETRY_SECONDS
+        self.call(record_worker_problem, search_id, self.worker_id, socket.gethostname(),
+                  problem)
+
+    def servable(self) -> list[int]:
+        """The running selected searches this worker can serve (their tasks built here)."""
+        ids = []
+        for info in self.call(self._selected):
+            if info.status is SearchStatus.RUNNING and info.id not in self.failed_searches \
+                    and self.context(info.id) is not None:
+                ids.append(info.id)
+        return ids
 
     def _selected(self, session: Session) -> list[SearchInfo]:
         if self.search_id is not None:
@@ -434,7 +523,8 @@ class _Worker:
                     self._reap()
                     next_reap = time.monotonic() + max(0.5, self.lease_seconds / 2)
                 lease = self.call(claim_evaluation, self.worker_id, search_id=self.search_id,
-                                  kinds=(EvalKind.PROXY,), lease_seconds=self.lease_seconds)
+                                  kinds=(EvalKind.PROXY,), lease_seconds=self.lease_seconds,
+                                  search_ids=self.servable())
                 if lease is not None:
                     self.evaluate(lease)
                     continue

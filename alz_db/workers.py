@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from .enums import WorkerStatus
 from .errors import InvalidInput, NotFound
-from .models import Worker
-from .records import WorkerRecord
+from .models import Worker, WorkerProblem
+from .records import WorkerProblemRecord, WorkerRecord
 
 
 def _record(r: Worker) -> WorkerRecord:
@@ -80,3 +80,39 @@ def list_workers(session: Session, status: WorkerStatus | None = None) -> list[W
     if status is not None:
         stmt = stmt.where(Worker.status == status)
     return [_record(r) for r in session.execute(stmt).scalars()]
+
+
+# --- problems of one worker with one search -------------------------------------------------------
+def record_worker_problem(session: Session, search_id: int, worker_id: int, host: str,
+                          problem: str) -> None:
+    """Record (or count again) that this worker cannot serve this search on its node.
+    Idempotent per (search, worker): a second call updates the text, count and time."""
+    text = " ".join(str(problem).split())[:2000]
+    stmt = insert(WorkerProblem).values(search_id=search_id, worker_id=worker_id,
+                                        host=host[:255], problem=text)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[WorkerProblem.search_id, WorkerProblem.worker_id],
+        set_={"problem": stmt.excluded.problem, "count": WorkerProblem.count + 1,
+              "last_at": func.now(), "resolved_at": None}))
+
+
+def resolve_worker_problem(session: Session, search_id: int, worker_id: int) -> bool:
+    """Mark the worker's problem with the search resolved; ``True`` if there was one open."""
+    return bool(session.execute(
+        update(WorkerProblem).where(WorkerProblem.search_id == search_id,
+                                    WorkerProblem.worker_id == worker_id,
+                                    WorkerProblem.resolved_at.is_(None))
+        .values(resolved_at=func.now()).execution_options(synchronize_session=False)).rowcount)
+
+
+def worker_problems(session: Session, search_id: int, *,
+                    open_only: bool = True) -> list[WorkerProblemRecord]:
+    """The search's worker problems (open ones by default), newest first, with each worker's
+    status."""
+    q = (select(WorkerProblem, Worker.status).join(Worker, Worker.id == WorkerProblem.worker_id)
+         .where(WorkerProblem.search_id == search_id).order_by(WorkerProblem.last_at.desc()))
+    if open_only:
+        q = q.where(WorkerProblem.resolved_at.is_(None))
+    return [WorkerProblemRecord(p.search_id, p.worker_id, p.host, p.problem, p.count,
+                                p.first_at, p.last_at, p.resolved_at, WorkerStatus(status))
+            for p, status in session.execute(q).all()]

@@ -2,15 +2,14 @@
 
 Layout written (and read) under ``root``::
 
-    images/<id>.png                              the images (synthetic: PNG, exact colours)
-    annotations/instances_all.json               every image (COCO "instances" format)
-    annotations/instances_search_train.json      the search's training split
-    annotations/instances_search_eval.json       the search's evaluation split
+    images/<id>.png                     the images (synthetic: PNG, exact colours)
+    annotations/instances_train.json    the training split (COCO "instances" format)
+    annotations/instances_val.json      the validation split (re-trainings only)
+    alz_split/instances-<id>/           the search split (:mod:`alz_core.data.splits`)
 
-The evaluation split is a seeded random subset of the *training* images (DESIGN.md section 7;
-seed A.2: 5000 COCO train images), never the validation set. For real COCO 2017,
-:func:`write_coco_search_splits` writes the two split files next to ``instances_train2017.json``
-(the training split is 1/4 of the remaining images, seed A.2).
+The search split's evaluation part is a seeded random subset of the *training* images (the
+paper's A.2: 5000 COCO train images), never the validation set; for real COCO 2017 it is made
+from ``instances_train2017.json`` by ``alz data prepare`` (the proxy trains on 1/4 of the rest).
 
 Synthetic scenes hold 1 to ``max_objects`` non-overlapping shapes (rectangles, ellipses,
 triangles) of ``num_classes`` categories, each with its own colour, on a noisy background; every
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .voc import seeded_eval_split
+from .splits import SearchSplit, SplitSource, coco_subset, find_splits, write_coco_split
 
 #: The synthetic categories (COCO ids 1..4); the shape of an object does not depend on its class,
 #: its colour does.
@@ -38,10 +37,9 @@ SYNTHETIC_CLASSES: tuple[str, ...] = ("red", "green", "blue", "yellow")
 IMAGE_DIR = "images"
 ANN_DIR = "annotations"
 MARKER = ".alz-synthetic-coco.json"
-SPLITS = ("all", "search_train", "search_eval")
-#: Images held out for evaluation on real COCO (the seed's search split).
-REAL_EVAL_COUNT = 5000
-REAL_TRAIN_FRACTION = 0.25
+SPLITS = ("train", "val")
+#: the training source of the synthetic dataset, as the tiny configs name it
+SYNTHETIC_SOURCE = SplitSource("annotations/instances_train.json", "images/")
 
 
 def ann_path(root: str | Path, split: str) -> Path:
@@ -158,17 +156,14 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
-def _subset(coco: dict, image_ids: set[int]) -> dict:
-    return dict(coco, images=[im for im in coco["images"] if im["id"] in image_ids],
-                annotations=[a for a in coco["annotations"] if a["image_id"] in image_ids])
-
-
 def write_synthetic_coco(root: str | Path, num_images: int = 240, size: int = 128,
                          eval_count: int = 60, seed: int = 0,
                          num_classes: int = len(SYNTHETIC_CLASSES),
-                         max_objects: int = 4) -> Path:
+                         max_objects: int = 4, val_count: int | None = None) -> Path:
     """Write (once) a synthetic COCO-format dataset under ``root`` and its search split.
 
+    ``num_images`` scenes form the training split, ``val_count`` more (default a fifth, at
+    least 1) the validation split; the search split holds out ``eval_count`` training scenes.
     Idempotent: if ``root`` already holds a dataset written with the same arguments it is left
     alone; a dataset written with other arguments raises ``FileExistsError`` (never mixed).
     Returns ``root``.
@@ -177,9 +172,14 @@ def write_synthetic_coco(root: str | Path, num_images: int = 240, size: int = 12
         raise ValueError(f"num_classes={num_classes!r} must be >= 1")
     if size < 32:
         raise ValueError(f"size={size!r} must be >= 32 pixels")
+    if not 1 <= eval_count < num_images:
+        raise ValueError(f"eval_count={eval_count} must be in [1, {num_images - 1}]")
+    if val_count is None:
+        val_count = max(1, num_images // 5)
     root = Path(root)
     params = {"num_images": num_images, "size": size, "eval_count": eval_count, "seed": seed,
-              "num_classes": num_classes, "max_objects": max_objects, "version": 1}
+              "num_classes": num_classes, "max_objects": max_objects, "val_count": val_count,
+              "version": 2}
     marker = root / MARKER
     if marker.exists():
         existing = json.loads(marker.read_text())
@@ -187,16 +187,14 @@ def write_synthetic_coco(root: str | Path, num_images: int = 240, size: int = 12
             raise FileExistsError(f"{root} holds a synthetic COCO dataset written with "
                                   f"{existing}, not {params}")
         return root
-    ids = [f"{i:06d}" for i in range(num_images)]
-    train_ids, eval_ids = seeded_eval_split(ids, eval_count, seed)  # validates eval_count
     (root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     (root / ANN_DIR).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     classes = _class_names(num_classes)
     images, annotations = [], []
-    for i, name in enumerate(ids):
+    for i in range(num_images + val_count):
         image, objects = synthetic_det_scene(rng, size, num_classes, max_objects)
-        file_name = f"{name}.png"
+        file_name = f"{i:06d}.png"
         tmp = root / IMAGE_DIR / f".{file_name}.tmp{os.getpid()}"
         Image.fromarray(image).save(tmp, format="PNG")
         os.replace(tmp, root / IMAGE_DIR / file_name)
@@ -210,13 +208,22 @@ def write_synthetic_coco(root: str | Path, num_images: int = 240, size: int = 12
                 "area": round(_polygon_area(obj.polygon), 2), "segmentation": [flat],
                 "iscrowd": 0})
     coco = _coco_json(images, annotations, classes)
-    by_name = {im["file_name"][:-4]: im["id"] for im in images}
-    _atomic_write_json(ann_path(root, "all"), coco)
-    _atomic_write_json(ann_path(root, "search_train"),
-                       _subset(coco, {by_name[n] for n in train_ids}))
-    _atomic_write_json(ann_path(root, "search_eval"), _subset(coco, {by_name[n] for n in eval_ids}))
+    train = coco_subset(coco, set(range(1, num_images + 1)))
+    _atomic_write_json(ann_path(root, "train"), train)
+    _atomic_write_json(ann_path(root, "val"), coco_subset(
+        coco, set(range(num_images + 1, num_images + val_count + 1))))
+    write_coco_split(root, "det", SYNTHETIC_SOURCE, train, seed=seed, eval_count=eval_count,
+                     train_fraction=1.0, usable={im["id"] for im in train["images"]})
     _atomic_write_json(marker, params)
     return root
+
+
+def synthetic_search_split(root: str | Path) -> SearchSplit:
+    """The search split :func:`write_synthetic_coco` wrote under ``root``."""
+    found = find_splits(root, "det", [SYNTHETIC_SOURCE])
+    if not found:
+        raise FileNotFoundError(f"{root} has no search split of its instances_train.json")
+    return found[0]
 
 
 def _class_names(num_classes: int) -> tuple[str, ...]:
@@ -227,39 +234,9 @@ def _class_names(num_classes: int) -> tuple[str, ...]:
 
 
 def synthetic_classes(root: str | Path) -> tuple[str, ...]:
-    """The category names of the dataset at ``root`` (from ``instances_all.json``)."""
-    coco = json.loads(ann_path(root, "all").read_text())
+    """The category names of the dataset at ``root`` (from ``instances_train.json``)."""
+    coco = json.loads(ann_path(root, "train").read_text())
     return tuple(c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"]))
-
-
-def write_coco_search_splits(root: str | Path, source: str = "instances_train2017.json",
-                             eval_count: int = REAL_EVAL_COUNT,
-                             train_fraction: float = REAL_TRAIN_FRACTION,
-                             seed: int = 0) -> dict[str, int]:
-    """Write the search split of a COCO-layout dataset (seed A.2); return the image counts.
-
-    ``eval_count`` seeded training images form ``instances_search_eval.json``;
-    ``train_fraction`` of the remaining ones (seeded) form ``instances_search_train.json``.
-    Images without annotations stay in the pool (mmdet's ``filter_empty_gt`` drops them at
-    training time).
-    """
-    if not 0 < train_fraction <= 1:
-        raise ValueError(f"train_fraction={train_fraction!r} must be in (0, 1]")
-    root = Path(root)
-    src = root / ANN_DIR / source
-    if not src.is_file():
-        raise FileNotFoundError(f"no COCO annotation file {src}")
-    coco = json.loads(src.read_text())
-    ids = [str(im["id"]) for im in coco["images"]]
-    train_ids, eval_ids = seeded_eval_split(ids, eval_count, seed)
-    rng = np.random.default_rng([seed, 1])
-    keep = max(1, int(round(train_fraction * len(train_ids))))
-    chosen = sorted(rng.choice(len(train_ids), size=keep, replace=False).tolist())
-    train_ids = [train_ids[i] for i in chosen]
-    _atomic_write_json(ann_path(root, "search_train"),
-                       _subset(coco, {int(i) for i in train_ids}))
-    _atomic_write_json(ann_path(root, "search_eval"), _subset(coco, {int(i) for i in eval_ids}))
-    return {"search_train": len(train_ids), "search_eval": len(eval_ids)}
 
 
 @dataclass(frozen=True)
@@ -295,18 +272,26 @@ def synthetic_ground_truths(seed: int, count: int, size: int = 128,
 
 
 def load_ground_truths(ann_file: str | Path, count: int, seed: int = 0,
-                       with_masks: bool = True) -> list[DetGroundTruth]:
+                       with_masks: bool = True,
+                       classes: Sequence[str] | None = None) -> list[DetGroundTruth]:
     """``count`` seeded images with at least one non-crowd object from a COCO annotation file.
 
-    Labels are the categories' ranks by id (mmdet's contiguous labels). Polygon masks are
-    rasterised with Pillow; RLE masks need pycocotools (imported only then).
+    Labels are the index of the category's name in ``classes`` (the dataset's metainfo, as
+    mmdet maps them; objects of other categories are left out), or without ``classes`` the
+    categories' ranks by id (mmdet's contiguous labels). Polygon masks are rasterised with
+    Pillow; RLE masks need pycocotools (imported only then).
     """
     coco = json.loads(Path(ann_file).read_text())
-    cat_rank = {c["id"]: i for i, c in enumerate(sorted(coco["categories"],
-                                                         key=lambda c: c["id"]))}
+    cats = sorted(coco["categories"], key=lambda c: c["id"])
+    if classes is None:
+        cat_rank = {c["id"]: i for i, c in enumerate(cats)}
+    else:
+        index = {n: i for i, n in enumerate(classes)}
+        cat_rank = {c["id"]: index[c["name"]] for c in cats if c["name"] in index}
     anns: dict[int, list[dict]] = {}
     for a in coco["annotations"]:
-        if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1:
+        if a["category_id"] in cat_rank and not a.get("iscrowd", 0) and a["bbox"][2] >= 1 \
+                and a["bbox"][3] >= 1:
             anns.setdefault(a["image_id"], []).append(a)
     images = sorted((im for im in coco["images"] if im["id"] in anns), key=lambda im: im["id"])
     if len(images) < count:

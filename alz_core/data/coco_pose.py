@@ -3,13 +3,14 @@
 Layout written (and read) under ``root``, the one mmpose's ``CocoDataset`` reads::
 
     train2017/<image id, 12 digits>.jpg
-    annotations/person_keypoints_train2017.json          every image and person
-    annotations/person_keypoints_search_train.json       the search split: training part
-    annotations/person_keypoints_search_eval.json        the search split: evaluation part
+    annotations/person_keypoints_train2017.json    the training split, every image and person
+    annotations/person_keypoints_val2017.json      the validation split (re-trainings only)
+    alz_split/keypoints-<id>/                      the search split (alz_core.data.splits)
 
-The search split (DESIGN.md section 7, seed A.4) holds out a seeded random subset of the
-*training* images (5000 for real COCO; :func:`write_coco_pose_search_splits`) for the proxy
-evaluation; the validation set is never used by the search.
+The search split (the paper's A.4) holds out a seeded random subset of the *training* images
+(5000 for real COCO, made by ``alz data prepare``) for the proxy evaluation, drawn among the
+images with a person whose keypoints can be scored (:func:`scorable_images`); the validation set
+is never used by the search.
 
 The synthetic people are stick figures facing the camera, each of the 17 COCO joints drawn as
 a disc of its own colour on a noisy background, so a tiny network learns them in a few hundred
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .voc import seeded_eval_split
+from .splits import SearchSplit, SplitSource, find_splits, write_coco_split
 
 #: The 17 COCO person keypoints, in order.
 COCO_KEYPOINT_NAMES: tuple[str, ...] = (
@@ -49,8 +50,9 @@ COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1
 IMAGE_DIR = "train2017"
 ANN_DIR = "annotations"
 ALL_ANN = f"{ANN_DIR}/person_keypoints_train2017.json"
-SEARCH_TRAIN_ANN = f"{ANN_DIR}/person_keypoints_search_train.json"
-SEARCH_EVAL_ANN = f"{ANN_DIR}/person_keypoints_search_eval.json"
+VAL_ANN = f"{ANN_DIR}/person_keypoints_val2017.json"
+#: the training source of the synthetic dataset, as the tiny config names it
+SYNTHETIC_SOURCE = SplitSource(ALL_ANN, f"{IMAGE_DIR}/")
 MARKER = ".alz-synthetic-coco-pose.json"
 #: Images held out for the proxy evaluation on real COCO (seed, appendix A.4).
 REAL_EVAL_COUNT = 5000
@@ -191,45 +193,37 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
-def write_search_split_files(root: str | Path, coco: Mapping[str, Any], eval_count: int,
-                             seed: int = 0) -> dict[str, int]:
-    """Write the two search-split annotation files of ``coco``; return their image counts.
-
-    The evaluation part is ``eval_count`` images drawn with ``seed`` among the images that have
-    at least one person with a labelled keypoint (an image without one cannot be scored).
-    """
-    ids = [im["id"] for im in coco["images"]]
-    scorable = sorted({a["image_id"] for a in coco["annotations"]
-                       if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0)})
-    if not 1 <= eval_count < len(scorable):
-        raise ValueError(f"eval_count={eval_count} must be in [1, {len(scorable) - 1}]: the "
-                         f"annotations have {len(scorable)} images with labelled keypoints")
-    _, evals = seeded_eval_split(scorable, eval_count, seed)
-    held = set(evals)
-    train = [i for i in ids if i not in held]
-    root = Path(root)
-    _atomic_write(root / SEARCH_TRAIN_ANN, json.dumps(subset(coco, train)).encode())
-    _atomic_write(root / SEARCH_EVAL_ANN, json.dumps(subset(coco, evals)).encode())
-    return {"search_train": len(train), "search_eval": len(evals)}
+def scorable_images(coco: Mapping[str, Any]) -> set[int]:
+    """Ids of the images with a non-crowd person with a labelled keypoint (an evaluation image
+    without one cannot be scored)."""
+    return {a["image_id"] for a in coco.get("annotations", [])
+            if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0)}
 
 
-def write_coco_pose_search_splits(root: str | Path, eval_count: int = REAL_EVAL_COUNT,
-                                  seed: int = 0) -> dict[str, int]:
-    """The search split of real COCO 2017 (``annotations/person_keypoints_train2017.json``)."""
-    path = Path(root) / ALL_ANN
-    if not path.is_file():
-        raise FileNotFoundError(f"no COCO keypoint annotations at {path}")
-    return write_search_split_files(root, json.loads(path.read_text()), eval_count, seed)
+def write_pose_split(root: str | Path, coco: Mapping[str, Any], *, source: SplitSource,
+                     seed: int = 0, eval_count: int | None = None) -> SearchSplit:
+    """The pose search split of ``coco`` (its evaluation part drawn among the scorable
+    images; the proxy trains on every other image)."""
+    return write_coco_split(root, "pose", source, coco, seed=seed, eval_count=eval_count,
+                            train_fraction=1.0, usable=scorable_images(coco))
+
+
+def synthetic_search_split(root: str | Path) -> SearchSplit:
+    """The search split :func:`write_coco_pose_dataset` wrote under ``root``."""
+    found = find_splits(root, "pose", [SYNTHETIC_SOURCE])
+    if not found:
+        raise FileNotFoundError(f"{root} has no search split of {ALL_ANN}")
+    return found[0]
 
 
 def write_coco_pose_dataset(root: str | Path, num_images: int, width: int = 128,
                             height: int = 128, eval_count: int | None = None,
-                            seed: int = 0) -> Path:
-    """Write ``num_images`` synthetic images in the COCO keypoint layout under ``root``.
-
-    ``eval_count`` images (default: a fifth, at least 1) form the search-eval split. A marker
-    file holds the parameters: a complete dataset with the same parameters is left untouched;
-    different parameters rewrite it. Returns ``root``.
+                            seed: int = 0, val_count: int | None = None) -> Path:
+    """Write synthetic images in the COCO keypoint layout under ``root``: ``num_images`` in the
+    training split, ``val_count`` more (default a fifth, at least 1) in the validation split,
+    and the search split holding out ``eval_count`` training images (default: a fifth). A
+    marker file holds the parameters: a complete dataset with the same parameters is left
+    untouched; different parameters rewrite it. Returns ``root``.
     """
     root = Path(root)
     if num_images < 2:
@@ -238,23 +232,33 @@ def write_coco_pose_dataset(root: str | Path, num_images: int, width: int = 128,
         raise ValueError(f"width={width}, height={height}: both must be at least 32 pixels")
     if eval_count is None:
         eval_count = max(1, num_images // 5)
+    if val_count is None:
+        val_count = max(1, num_images // 5)
     params = {"num_images": num_images, "width": width, "height": height,
-              "eval_count": eval_count, "seed": seed, "version": 1}
+              "eval_count": eval_count, "seed": seed, "val_count": val_count, "version": 2}
     marker = root / MARKER
     state = json.loads(marker.read_text()) if marker.exists() else {}
     if state.get("params") == params and state.get("complete") and all(
-            (root / p).exists() for p in (ALL_ANN, SEARCH_TRAIN_ANN, SEARCH_EVAL_ANN)):
+            (root / p).exists() for p in (ALL_ANN, VAL_ANN)) \
+            and find_splits(root, "pose", [SYNTHETIC_SOURCE]):
         return root
     _atomic_write(marker, json.dumps({"params": params, "complete": False}).encode())
-    coco, pixels = synthetic_annotations(num_images, width, height, seed)
+    coco, pixels = synthetic_annotations(num_images + val_count, width, height, seed)
     (root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     for im in coco["images"]:
         path = root / IMAGE_DIR / im["file_name"]
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         Image.fromarray(pixels[im["id"]], "RGB").save(tmp, format="JPEG", quality=95)
         os.replace(tmp, path)
-    _atomic_write(root / ALL_ANN, json.dumps(coco).encode())
-    write_search_split_files(root, coco, eval_count, seed)
+    train = subset(coco, range(1, num_images + 1))
+    _atomic_write(root / ALL_ANN, json.dumps(train).encode())
+    _atomic_write(root / VAL_ANN, json.dumps(
+        subset(coco, range(num_images + 1, num_images + val_count + 1))).encode())
+    scorable = len(scorable_images(train))
+    if not 1 <= eval_count < scorable:
+        raise ValueError(f"eval_count={eval_count} must be in [1, {scorable - 1}]: the "
+                         f"annotations have {scorable} images with labelled keypoints")
+    write_pose_split(root, train, source=SYNTHETIC_SOURCE, seed=seed, eval_count=eval_count)
     _atomic_write(marker, json.dumps({"params": params, "complete": True}).encode())
     return root
 

@@ -4,11 +4,12 @@ Layout written (and read) under ``root``::
 
     JPEGImages/<id>.jpg
     SegmentationClass/<id>.png            palette PNG, pixel value = class index (255 = ignore)
-    ImageSets/Segmentation/train.txt      all ids
-    ImageSets/Segmentation/search_train.txt, search_eval.txt   the search split
+    ImageSets/Segmentation/train.txt      the training ids
+    ImageSets/Segmentation/val.txt        the validation ids (re-trainings only)
+    alz_split/seg-<id>/                   the search split (:mod:`alz_core.data.splits`)
 
-The search split (DESIGN.md section 7) holds out a seeded random subset of the *training* ids
-for evaluation (1500 images for real VOC+SBD); the validation set is never used by the search.
+The search split holds out a seeded random subset of the *training* ids for evaluation (1500
+images for real VOC+SBD, as the paper); the validation set is never used by the search.
 Only numpy and Pillow are needed here, never OpenMMLab.
 """
 
@@ -22,14 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .splits import SearchSplit, SplitSource, find_splits, write_name_split
 from .synthetic import VOC_NUM_CLASSES, synthetic_scene
 
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
 IMAGE_DIR = "JPEGImages"
 LABEL_DIR = "SegmentationClass"
 MARKER = ".alz-synthetic-voc.json"
-#: Images held out for evaluation on real VOC+SBD (the seed's search split).
-REAL_EVAL_COUNT = 1500
 
 
 def voc_palette() -> list[int]:
@@ -86,38 +86,6 @@ def write_split_file(root: str | Path, name: str, ids: Sequence[str]) -> Path:
     return path
 
 
-def write_search_splits(root: str | Path, ids: Sequence[str],
-                        eval_count: int = REAL_EVAL_COUNT, seed: int = 0) -> tuple[Path, Path]:
-    """Write search_train.txt / search_eval.txt for ``ids`` (e.g. the VOC+SBD train-aug ids)."""
-    train, evals = seeded_eval_split(ids, eval_count, seed)
-    return write_split_file(root, "search_train", train), write_split_file(
-        root, "search_eval", evals)
-
-
-def write_voc_aug_search_splits(root: str | Path, eval_count: int = REAL_EVAL_COUNT,
-                                seed: int = 0) -> dict[str, int]:
-    """The search split of real VOC 2012 + SBD in mmseg's layout; returns the split sizes.
-
-    The pool is train.txt (labels in SegmentationClass) plus aug.txt (SBD, labels in
-    SegmentationClassAug; written by mmseg's ``voc_aug.py``), 10582 ids. ``eval_count`` of them
-    are held out; each part is written per label source, as search_{train,eval}.txt and
-    search_{train,eval}_aug.txt, which ``deeplabv3plus_r50_voc_proxy.py`` concatenates.
-    """
-    voc = read_split(root, SPLIT_DIR / "train.txt")
-    sbd = read_split(root, SPLIT_DIR / "aug.txt")
-    train, evals = seeded_eval_split(voc + sbd, eval_count, seed)
-    voc_set = set(voc)
-    parts = {
-        "search_train": [i for i in train if i in voc_set],
-        "search_train_aug": [i for i in train if i not in voc_set],
-        "search_eval": [i for i in evals if i in voc_set],
-        "search_eval_aug": [i for i in evals if i not in voc_set],
-    }
-    for name, ids in parts.items():
-        write_split_file(root, name, ids)
-    return {name: len(ids) for name, ids in parts.items()}
-
-
 def read_split(root: str | Path, split_file: str | Path) -> list[str]:
     """Ids listed in ``split_file`` (absolute, or relative to ``root``)."""
     path = Path(split_file)
@@ -126,59 +94,78 @@ def read_split(root: str | Path, split_file: str | Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def synthetic_ids(num_images: int) -> list[str]:
-    return [f"syn_{i:06d}" for i in range(num_images)]
+def synthetic_ids(num_images: int, prefix: str = "syn_") -> list[str]:
+    return [f"{prefix}{i:06d}" for i in range(num_images)]
+
+
+#: the training source of a VOC-layout dataset (its ``train.txt``), as a config names it
+VOC_TRAIN_SOURCE = SplitSource("ImageSets/Segmentation/train.txt", IMAGE_DIR, LABEL_DIR)
 
 
 def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
                       num_classes: int = VOC_NUM_CLASSES, seed: int = 0,
-                      eval_count: int | None = None) -> Path:
-    """Write ``num_images`` synthetic scenes in the VOC 2012 layout under ``root``; return root.
+                      eval_count: int | None = None, val_count: int | None = None) -> Path:
+    """Write synthetic scenes in the VOC 2012 layout under ``root``; return root.
 
-    ``eval_count`` images (default: a quarter, at least 1) form search_eval.txt. Image i is drawn
-    from its own generator seeded by (seed, i), so an interrupted run resumes with identical
-    content. A marker file holds the parameters: a complete dataset with the same parameters is
-    left untouched; different parameters regenerate every file.
+    ``num_images`` scenes form the training split (``train.txt``), ``val_count`` more (default a
+    fifth, at least 1) the validation split (``val.txt``, used by re-trainings only), and the
+    search split (:mod:`alz_core.data.splits`) holds out ``eval_count`` training scenes
+    (default: the rule for small sets). Scene i is drawn from its own generator seeded by
+    (seed, i), so an interrupted run resumes with identical content. A marker file holds the
+    parameters: a complete dataset with the same parameters is left untouched; different
+    parameters regenerate every file.
     """
     root = Path(root)
-    if eval_count is None:
-        eval_count = max(1, num_images // 4)
+    if val_count is None:
+        val_count = max(1, num_images // 5)
     params = {"num_images": num_images, "size": size, "num_classes": num_classes,
-              "seed": seed, "eval_count": eval_count, "version": 1}
+              "seed": seed, "eval_count": eval_count, "val_count": val_count, "version": 2}
     marker = root / MARKER
     state = json.loads(marker.read_text()) if marker.exists() else {}
     same = state.get("params") == params
-    if same and state.get("complete") and _files_present(root, num_images):
+    train_ids, val_ids = synthetic_ids(num_images), synthetic_ids(val_count, "synval_")
+    if same and state.get("complete") and _files_present(root, train_ids + val_ids):
         return root
     for sub in (IMAGE_DIR, LABEL_DIR, str(SPLIT_DIR)):
         (root / sub).mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(marker, json.dumps({"params": params, "complete": False}).encode())
     palette = voc_palette()
-    ids = synthetic_ids(num_images)
-    for i, sid in enumerate(ids):
-        img_path = root / IMAGE_DIR / f"{sid}.jpg"
-        lab_path = root / LABEL_DIR / f"{sid}.png"
-        # Files from an interrupted run with the same parameters are reused (atomic writes
-        # mean an existing file is a whole one); otherwise everything is rewritten.
-        if same and img_path.exists() and lab_path.exists():
-            continue
-        image, label = synthetic_scene(np.random.default_rng([seed, i]), size, num_classes)
-        _atomic_save_image(img_path, Image.fromarray(image, "RGB"), "JPEG", quality=95)
-        lab = Image.fromarray(label, "L").convert("P")
-        lab.putpalette(palette)
-        _atomic_save_image(lab_path, lab, "PNG")
-    write_split_file(root, "train", ids)
-    write_search_splits(root, ids, eval_count, seed)
+    for stream, ids in ((0, train_ids), (1, val_ids)):
+        for i, sid in enumerate(ids):
+            img_path = root / IMAGE_DIR / f"{sid}.jpg"
+            lab_path = root / LABEL_DIR / f"{sid}.png"
+            # Files from an interrupted run with the same parameters are reused (atomic writes
+            # mean an existing file is a whole one); otherwise everything is rewritten.
+            if same and img_path.exists() and lab_path.exists():
+                continue
+            rng = np.random.default_rng([seed, i] if stream == 0 else [seed, stream, i])
+            image, label = synthetic_scene(rng, size, num_classes)
+            _atomic_save_image(img_path, Image.fromarray(image, "RGB"), "JPEG", quality=95)
+            lab = Image.fromarray(label, "L").convert("P")
+            lab.putpalette(palette)
+            _atomic_save_image(lab_path, lab, "PNG")
+    write_split_file(root, "train", train_ids)
+    write_split_file(root, "val", val_ids)
+    write_name_split(root, "seg", [VOC_TRAIN_SOURCE], [train_ids], seed=seed,
+                     eval_count=eval_count)
     _atomic_write_bytes(marker, json.dumps({"params": params, "complete": True}).encode())
     return root
 
 
-def _files_present(root: Path, num_images: int) -> bool:
-    splits = [root / SPLIT_DIR / f"{n}.txt" for n in ("train", "search_train", "search_eval")]
-    if not all(p.exists() for p in splits):
+def synthetic_search_split(root: str | Path) -> SearchSplit:
+    """The search split :func:`write_voc_dataset` wrote under ``root``."""
+    found = find_splits(root, "seg", [VOC_TRAIN_SOURCE])
+    if not found:
+        raise FileNotFoundError(f"{root} has no search split of its train.txt")
+    return found[0]
+
+
+def _files_present(root: Path, ids: Sequence[str]) -> bool:
+    splits = [root / SPLIT_DIR / f"{n}.txt" for n in ("train", "val")]
+    if not all(p.exists() for p in splits) or not find_splits(root, "seg", [VOC_TRAIN_SOURCE]):
         return False
     return all((root / IMAGE_DIR / f"{s}.jpg").exists() and (root / LABEL_DIR / f"{s}.png").exists()
-               for s in synthetic_ids(num_images))
+               for s in ids)
 
 
 def read_label_map(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:

@@ -6,12 +6,13 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..graph import BranchKind, LossGraph
+from .configs import config_dicts
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,6 @@ class ProxyTask(Protocol):
 
 
 # --- the mmengine plumbing every task shares ------------------------------------------------------
-def config_dicts(obj: Any) -> Iterator[dict]:
-    """Every dict nested in ``obj`` (dicts and lists), depth first."""
-    if isinstance(obj, dict):
-        yield obj
-        for v in obj.values():
-            yield from config_dicts(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from config_dicts(v)
-
-
 def release_runner(names: set[str]) -> None:
     """Drop mmengine's global per-experiment instances of a finished run.
 
@@ -81,17 +71,18 @@ def release_runner(names: set[str]) -> None:
 
 
 def load_run_config(path: str | Path, work_dir: Path, name: str, seed: int,
-                    log_level: str) -> Any:
+                    log_level: str, cfg_options: Mapping[str, Any] | None = None) -> Any:
     """An mmengine ``Config`` from ``path`` made ready for one proxy run in ``work_dir``: a
     fresh experiment name (``alz-<name>-<random>``: mmengine keeps one logger and visualizer
     per experiment name, so a reused name would reuse the first run's), no visualizer backends
     (a proxy run keeps nothing but its numbers; writing the config costs a yapf pass), the
-    seed, no checkpoint loaded or resumed."""
+    seed, no checkpoint loaded or resumed. ``cfg_options`` (mmengine's ``--cfg-options``) are
+    merged first, so the project's changes to the config apply on top of the user's."""
     import uuid
 
-    from mmengine.config import Config
+    from .configs import load_config
 
-    cfg = Config.fromfile(str(path))
+    cfg = load_config(path, cfg_options)
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f"alz-{name}-{uuid.uuid4().hex[:12]}"
     if cfg.get("visualizer"):
@@ -141,20 +132,18 @@ def set_max_iters(cfg: Any, max_iters: int) -> None:
             s["end"] = max_iters
 
 
-def finish_run_config(cfg: Any, *, data_root: str | None, max_iters: int | None,
-                      cfg_options: Mapping[str, Any] | None) -> Any:
+def finish_run_config(cfg: Any, *, data_root: str | None = None, max_iters: int | None = None,
+                      hooks: Sequence[Mapping[str, Any]] = ()) -> Any:
     """The rest of a proxy run's config: the data root and schedule length if given, no
-    checkpoints (``None`` removes the hook mmengine would add by default), and the user's
-    ``cfg_options`` merged last."""
-    import copy
-
+    checkpoints (``None`` removes the hook mmengine would add by default), and ``hooks``
+    (custom hook dicts: the worker's abort hook, the tuner's report hook) added last."""
     if data_root is not None:
         set_data_root(cfg, data_root)
     if max_iters is not None:
         set_max_iters(cfg, max_iters)
     cfg.default_hooks.checkpoint = None
-    if cfg_options:
-        cfg.merge_from_dict(copy.deepcopy(dict(cfg_options)))
+    if hooks:
+        cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [dict(h) for h in hooks]
     return cfg
 
 

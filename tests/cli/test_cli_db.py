@@ -158,16 +158,23 @@ def test_commands_refuse_a_database_not_at_head(capsys, new_database):  # noqa: 
 
 # --- search create / list / status / stop ------------------------------------------------------
 def test_create_list_status_stop(capsys, db_url, sessions, name, tmp_path):
+    from alz_core.data.voc import write_voc_dataset
+
+    root = write_voc_dataset(tmp_path / "voc", 12, size=32, eval_count=3)
     data = run_json(capsys, "search", "create", name, "--task", "seg", "--metric", "mIoU",
                     "--budget", "12", "--initial", "6", "--population", "50", "--tournament",
-                    "0.2", "--seed", "3", "--proxy-iters", "40", "--data-root", tmp_path,
+                    "0.2", "--seed", "3", "--proxy-iters", "40", "--data-root", root,
                     "--database-url", db_url)
     assert data["name"] == name and data["status"] == "created" and data["budget"] == 12
     assert data["metric"] == "miou" and data["seed"] == 3
     evo = data["config"]["evolution"]
     assert (evo["initial_population"], evo["population_size"], evo["tournament_fraction"]) \
         == (6, 50, 0.2)
-    assert data["config"]["extra"] == {"max_iters": 40, "data_root": str(tmp_path.resolve())}
+    extra = data["config"]["extra"]
+    assert extra["max_iters"] == 40 and extra["data_root"] == str(root.resolve())
+    assert extra["config_name"] == "tiny" and len(extra["config_sha256"]) == 64
+    assert extra["split"]["counts"] == {"pool": 12, "train": 9, "eval": 3}
+    assert extra["dataset"]["num_classes"] == 21
 
     listed = run_json(capsys, "search", "list", "--database-url", db_url)
     assert [r["id"] for r in listed if r["name"] == name] == [data["id"]]
@@ -208,6 +215,11 @@ def test_create_human_output_and_taken_name(capsys, db_url, sessions, name):
     (["--seed", "-1"], "seed=-1 is invalid"),
     (["--proxy-iters", "0"], "--proxy-iters=0 is invalid"),
     (["--data-root", "/nonexistent/voc"], "not a directory"),
+    (["--data-root", "/"], "not a known segmentation layout"),
+    (["--config", "/nonexistent/cfg.py"], "--config '/nonexistent/cfg.py' is invalid: no such"),
+    (["--config", "proxy"], "data/VOCdevkit/VOC2012 is not a directory"),
+    (["--cfg-options", "model.decode_head"], "expected KEY=VALUE"),
+    (["--cfg-options", "model.decode_head.loss_decode=None"], "loss_decode is missing"),
 ])
 def test_create_bad_input_writes_nothing(capsys, db_url, sessions, name, extra, message):
     before = search_count(sessions)

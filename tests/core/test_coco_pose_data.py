@@ -12,13 +12,14 @@ from PIL import Image
 from alz_core.data.coco_pose import (
     ALL_ANN,
     COCO_KEYPOINT_NAMES,
-    SEARCH_EVAL_ANN,
-    SEARCH_TRAIN_ANN,
+    VAL_ANN,
     synthetic_annotations,
+    synthetic_search_split,
     topdown_heatmap_samples,
     write_coco_pose_dataset,
-    write_coco_pose_search_splits,
+    write_pose_split,
 )
+from alz_core.data.splits import SplitSource
 
 
 def test_synthetic_annotations_are_standard_coco_keypoints() -> None:
@@ -46,10 +47,15 @@ def test_synthetic_annotations_are_standard_coco_keypoints() -> None:
 
 
 def test_the_dataset_is_written_once_with_a_seeded_eval_subset_of_train(tmp_path: Path) -> None:
-    root = write_coco_pose_dataset(tmp_path / "pose", 20, width=64, height=64, eval_count=5)
+    root = write_coco_pose_dataset(tmp_path / "pose", 20, width=64, height=64, eval_count=5,
+                                   val_count=4)
     full = json.loads((root / ALL_ANN).read_text())
-    train = json.loads((root / SEARCH_TRAIN_ANN).read_text())
-    evals = json.loads((root / SEARCH_EVAL_ANN).read_text())
+    split = synthetic_search_split(root)
+    train = json.loads(split.train_files[0].read_text())
+    evals = json.loads(split.eval_files[0].read_text())
+    val = json.loads((root / VAL_ANN).read_text())
+    assert len(val["images"]) == 4 and not {im["id"] for im in val["images"]} & {
+        im["id"] for im in full["images"]}  # the validation split is other images
     ids = {im["id"] for im in full["images"]}
     tr, ev = {im["id"] for im in train["images"]}, {im["id"] for im in evals["images"]}
     assert len(ev) == 5 and tr | ev == ids and not tr & ev
@@ -59,26 +65,27 @@ def test_the_dataset_is_written_once_with_a_seeded_eval_subset_of_train(tmp_path
         with Image.open(root / "train2017" / im["file_name"]) as img:
             assert img.size == (64, 64) and img.mode == "RGB"
     # a second call with the same parameters leaves the files alone
-    before = (root / SEARCH_EVAL_ANN).stat().st_mtime_ns
-    assert write_coco_pose_dataset(root, 20, width=64, height=64, eval_count=5) == root
-    assert (root / SEARCH_EVAL_ANN).stat().st_mtime_ns == before
+    before = split.eval_files[0].stat().st_mtime_ns
+    assert write_coco_pose_dataset(root, 20, width=64, height=64, eval_count=5,
+                                   val_count=4) == root
+    assert split.eval_files[0].stat().st_mtime_ns == before
     # another seed holds out other images
     other = write_coco_pose_dataset(tmp_path / "other", 20, width=64, height=64, eval_count=5,
                                     seed=1)
-    ev2 = {im["id"] for im in json.loads((other / SEARCH_EVAL_ANN).read_text())["images"]}
+    ev2 = {im["id"] for im in json.loads(
+        synthetic_search_split(other).eval_files[0].read_text())["images"]}
     assert ev2 != ev
 
 
 def test_real_coco_layout_gets_its_search_split(tmp_path: Path) -> None:
     coco, _ = synthetic_annotations(30, width=64, height=64)
-    (tmp_path / "annotations").mkdir()
-    (tmp_path / ALL_ANN).write_text(json.dumps(coco))
-    sizes = write_coco_pose_search_splits(tmp_path, eval_count=7, seed=3)
-    assert sizes == {"search_train": 23, "search_eval": 7}
+    source = SplitSource(ALL_ANN, "train2017/")
+    split = write_pose_split(tmp_path, coco, source=source, eval_count=7, seed=3)
+    assert (split.counts["train"], split.counts["eval"]) == (23, 7)
+    evals = json.loads(split.eval_files[0].read_text())
+    assert all(a["num_keypoints"] > 0 for a in evals["annotations"]) and evals["annotations"]
     with pytest.raises(ValueError, match="eval_count=30"):
-        write_coco_pose_search_splits(tmp_path, eval_count=30)
-    with pytest.raises(FileNotFoundError, match="no COCO keypoint annotations"):
-        write_coco_pose_search_splits(tmp_path / "missing")
+        write_pose_split(tmp_path, coco, source=source, eval_count=30)
 
 
 def test_bad_dataset_parameters_are_reported(tmp_path: Path) -> None:

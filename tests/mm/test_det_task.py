@@ -17,9 +17,10 @@ from alz_core.catalogue import entries  # noqa: E402
 from alz_core.data.coco_det import (  # noqa: E402
     ann_path,
     rasterize_polygons,
-    write_coco_search_splits,
+    synthetic_search_split,
     write_synthetic_coco,
 )
+from alz_core.data.splits import SplitSource, write_coco_split  # noqa: E402
 from alz_core.graph import BranchKind, LossGraph  # noqa: E402
 from alz_core.mm.det import ALZBoxLoss, ALZClsLoss, ALZMaskLoss  # noqa: E402
 from alz_core.tasks.base import ProxyResult  # noqa: E402
@@ -46,15 +47,19 @@ def _table9(task: str) -> dict[str, LossGraph]:
 def test_synthetic_coco_is_valid_coco_with_a_held_out_split(coco_root: Path) -> None:
     from pycocotools.coco import COCO
 
+    search = synthetic_search_split(coco_root)
     split = {}
-    for name in ("all", "search_train", "search_eval"):
-        coco = COCO(str(ann_path(coco_root, name)))
+    for name, path in (("all", ann_path(coco_root, "train")),
+                       ("search_train", search.train_files[0]),
+                       ("search_eval", search.eval_files[0]), ("val", ann_path(coco_root, "val"))):
+        coco = COCO(str(path))
         split[name] = set(coco.getImgIds())
         assert coco.getCatIds() == [1, 2, 3, 4]
     assert len(split["search_eval"]) == 16 and len(split["all"]) == 64
     assert split["search_eval"] | split["search_train"] == split["all"]
     assert not split["search_eval"] & split["search_train"]
-    data = json.loads(ann_path(coco_root, "all").read_text())
+    assert split["val"] and not split["val"] & split["all"]  # validation: other images
+    data = json.loads(ann_path(coco_root, "train").read_text())
     for ann in data["annotations"][:20]:
         x, y, w, h = ann["bbox"]
         mask = rasterize_polygons(ann["segmentation"], 128, 128)
@@ -70,16 +75,17 @@ def test_synthetic_coco_is_valid_coco_with_a_held_out_split(coco_root: Path) -> 
 
 
 def test_real_coco_search_split_holds_out_train_images(coco_root: Path, tmp_path: Path) -> None:
-    root = tmp_path / "coco"
-    (root / "annotations").mkdir(parents=True)
-    (root / "annotations" / "instances_train2017.json").write_text(
-        ann_path(coco_root, "all").read_text())
-    sizes = write_coco_search_splits(root, eval_count=20, train_fraction=0.25, seed=1)
-    assert sizes == {"search_eval": 20, "search_train": 11}  # a quarter of the other 44
-    train = {im["id"] for im in json.loads(ann_path(root, "search_train").read_text())["images"]}
-    evals = {im["id"] for im in json.loads(ann_path(root, "search_eval").read_text())["images"]}
-    assert not train & evals
-    assert write_coco_search_splits(root, eval_count=20, seed=1) == sizes  # deterministic
+    coco = json.loads(ann_path(coco_root, "train").read_text())
+    source = SplitSource("annotations/instances_train2017.json", "train2017/")
+    split = write_coco_split(tmp_path, "det", source, coco, eval_count=20, train_fraction=0.25,
+                             seed=1)
+    assert (split.counts["eval"], split.counts["train"]) == (20, 11)  # a quarter of the 44
+    train = {im["id"] for im in json.loads(split.train_files[0].read_text())["images"]}
+    evals = {im["id"] for im in json.loads(split.eval_files[0].read_text())["images"]}
+    assert not train & evals and len(evals) == 20
+    again = write_coco_split(tmp_path, "det", source, coco, eval_count=20, train_fraction=0.25,
+                             seed=1)
+    assert again.directory == split.directory  # deterministic: the same split is found
 
 
 # --- configs -----------------------------------------------------------------------------------
@@ -139,10 +145,7 @@ def test_proxy_configs_follow_the_seed() -> None:
         (warmup,) = cfg.param_scheduler
         assert warmup.type == "LinearLR" and warmup.end == 250 * opt.accumulative_counts
         assert cfg.train_cfg.max_epochs == 1
-        assert cfg.train_dataloader.dataset.ann_file.endswith("instances_search_train.json")
-        val = cfg.val_dataloader.dataset
-        assert val.ann_file.endswith("instances_search_eval.json")
-        assert val.data_prefix.img == "train2017/"  # held-out train images, never val2017
+        assert cfg.train_dataloader.dataset.ann_file == "annotations/instances_train2017.json"
     ins = _load(CONFIGS["ins"]["proxy"])
     assert ins.model.roi_head.mask_head.conv_out_channels == 128
 
@@ -167,7 +170,8 @@ def test_rejection_sampling_follows_the_model_config() -> None:
 
 # --- the task ----------------------------------------------------------------------------------
 def test_build_config_puts_each_branch_formula_in_place(coco_root: Path, tmp_path: Path) -> None:
-    task = DetProxyTask("ins", data_root=coco_root, max_iters=5)
+    split = synthetic_search_split(coco_root)
+    task = DetProxyTask("ins", data_root=coco_root, max_iters=5, split=split)
     graphs = _table9("ins")
     cfg = task.build_config(graphs, tmp_path, seed=2)
     for branch, graph in graphs.items():
@@ -177,8 +181,12 @@ def test_build_config_puts_each_branch_formula_in_place(coco_root: Path, tmp_pat
         assert node.formula == graph.text
     assert cfg.train_cfg.max_iters == 5 and cfg.param_scheduler[0].end == 5
     assert cfg.train_dataloader.dataset.data_root == str(coco_root) + "/"
-    assert cfg.val_evaluator.ann_file == str(coco_root / "annotations" /
-                                             "instances_search_eval.json")
+    # a search's run trains on the split's training part, evaluates on its held-out images
+    assert cfg.train_dataloader.dataset.ann_file == str(split.train_files[0])
+    val = cfg.val_dataloader.dataset
+    assert val.ann_file == str(split.eval_files[0]) and val.test_mode
+    assert val.data_prefix.img == "images/"  # held-out training images, never the val split
+    assert cfg.val_evaluator.ann_file == str(split.eval_files[0])
     assert cfg.randomness.seed == 2 and cfg.default_hooks.checkpoint is None
     with pytest.raises(ValueError, match="branches"):
         task.run({"cls_rpn": graphs["cls_rpn"]}, "map", tmp_path)

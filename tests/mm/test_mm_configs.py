@@ -39,7 +39,9 @@ def test_tiny_config_is_tiny_and_trains_from_scratch() -> None:
     assert 0.7e6 < params < 0.85e6
     assert cfg.model.pretrained is None and cfg.model.backbone.get("init_cfg") is None
     assert cfg.train_cfg.max_iters <= 500
-    assert cfg.val_dataloader.dataset.ann_file.endswith("search_eval.txt")
+    # its own splits; a search's runs use the search split instead (adapt_config)
+    assert cfg.train_dataloader.dataset.ann_file == "ImageSets/Segmentation/train.txt"
+    assert cfg.val_dataloader.dataset.ann_file == "ImageSets/Segmentation/val.txt"
 
 
 def test_proxy_config_follows_the_seed_schedule() -> None:
@@ -52,8 +54,8 @@ def test_proxy_config_follows_the_seed_schedule() -> None:
     (poly,) = cfg.param_scheduler
     assert (poly.type, poly.power, poly.eta_min) == ("PolyLR", 0.9, 1e-4)
     anns = [d.ann_file for d in cfg.train_dataloader.dataset.datasets]
-    assert anns == ["ImageSets/Segmentation/search_train.txt",
-                    "ImageSets/Segmentation/search_train_aug.txt"]
+    assert anns == ["ImageSets/Segmentation/train.txt",  # VOC + SBD: train-aug
+                    "ImageSets/Segmentation/aug.txt"]
     assert cfg.data_root == "data/VOCdevkit/VOC2012"
 
 
@@ -70,12 +72,10 @@ def test_proxy_config_reads_a_voc_sbd_layout_with_the_search_split(tmp_path) -> 
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from alz_core.data.voc import (
-        read_split,
-        write_split_file,
-        write_voc_aug_search_splits,
-        write_voc_dataset,
-    )
+    from alz_core.data.voc import read_split, write_split_file, write_voc_dataset
+    from alz_core.graph import LossGraph
+    from alz_core.tasks.registry import setup_task
+    from alz_core.tasks.seg import SegProxyTask
 
     # a miniature VOC+SBD: 12 ids from VOC train (SegmentationClass), 28 from SBD (...Aug)
     root = write_voc_dataset(tmp_path / "VOC2012", 40, size=32, eval_count=5)
@@ -83,17 +83,17 @@ def test_proxy_config_reads_a_voc_sbd_layout_with_the_search_split(tmp_path) -> 
     write_split_file(root, "train", ids[:12])
     write_split_file(root, "aug", ids[12:])
     shutil.copytree(root / "SegmentationClass", root / "SegmentationClassAug")
-    sizes = write_voc_aug_search_splits(root, eval_count=10, seed=0)
-    assert sizes["search_eval"] + sizes["search_eval_aug"] == 10
-    assert sizes["search_train"] + sizes["search_train_aug"] == 30
+    setup = setup_task("seg", "miou", config="proxy", data_root=str(root), eval_count=10)
+    split = setup.split
+    assert (split.counts["pool"], split.counts["train"], split.counts["eval"]) == (40, 30, 10)
+    assert len(split.train_files) == 2  # one file per source, as the config concatenates them
+    assert setup.dataset.train_images == 40 and len(setup.dataset.classes) == 21
 
-    cfg = _load(PROXY_CONFIG)
+    task = SegProxyTask(PROXY_CONFIG, data_root=root, split=split)
+    cfg = task.build_config(LossGraph.parse("-y*log(yhat)"), "miou", tmp_path / "w")
     init_default_scope("mmseg")
     for key, expected in (("train_dataloader", 30), ("val_dataloader", 10)):
-        ds_cfg = cfg[key].dataset
-        for part in ds_cfg.datasets:
-            part.data_root = str(root)
-        dataset = DATASETS.build(ds_cfg)
+        dataset = DATASETS.build(cfg[key].dataset)
         assert len(dataset) == expected
-        item = dataset[len(dataset) - 1]  # an SBD image, through the whole pipeline
+        item = dataset[len(dataset) - 1]  # the last source's image, through the whole pipeline
         assert item["inputs"].shape[0] == 3 and item["data_samples"].gt_sem_seg is not None

@@ -17,20 +17,23 @@ from alz_core.data.voc import (
     load_label_maps,
     read_split,
     seeded_eval_split,
+    synthetic_search_split,
     voc_palette,
     write_voc_dataset,
 )
-from alz_core.tasks.seg import rejection_labels
 
 SPLITS = "ImageSets/Segmentation"
 
 
 def test_layout_palette_and_splits(synthetic_voc: Path) -> None:
     train = read_split(synthetic_voc, f"{SPLITS}/train.txt")
-    s_train = read_split(synthetic_voc, f"{SPLITS}/search_train.txt")
-    s_eval = read_split(synthetic_voc, f"{SPLITS}/search_eval.txt")
-    assert len(train) == 96 and len(s_eval) == 24
+    val = read_split(synthetic_voc, f"{SPLITS}/val.txt")
+    split = synthetic_search_split(synthetic_voc)
+    s_train = read_split(synthetic_voc, split.train_files[0])
+    s_eval = read_split(synthetic_voc, split.eval_files[0])
+    assert len(train) == 96 and len(s_eval) == 24 and split.counts["eval"] == 24
     assert sorted(s_train + s_eval) == sorted(train) and not set(s_train) & set(s_eval)
+    assert val and not set(val) & set(train)  # the validation split is other scenes
     with Image.open(synthetic_voc / "SegmentationClass" / f"{train[0]}.png") as im:
         assert im.mode == "P" and im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
         assert np.array(im).max() < 21
@@ -71,11 +74,12 @@ def test_writer_is_idempotent_and_resumes(tmp_path: Path) -> None:
 
 
 def test_load_label_maps_picks_seeded_ids_and_resizes(synthetic_voc: Path) -> None:
-    maps = load_label_maps(synthetic_voc, f"{SPLITS}/search_train.txt", 5, seed=1)
+    train = synthetic_search_split(synthetic_voc).train_files[0]
+    maps = load_label_maps(synthetic_voc, train, 5, seed=1)
     assert maps.shape == (5, 64, 64) and maps.dtype == np.uint8
-    again = rejection_labels(synthetic_voc, count=5, seed=1)
+    again = load_label_maps(synthetic_voc, train, 5, seed=1)
     np.testing.assert_array_equal(maps, again)
-    small = load_label_maps(synthetic_voc, f"{SPLITS}/search_train.txt", 5, seed=1, size=32)
+    small = load_label_maps(synthetic_voc, train, 5, seed=1, size=32)
     assert small.shape == (5, 32, 32)
     assert set(np.unique(small)) <= set(np.unique(maps))  # nearest neighbour: no new values
     np.testing.assert_array_equal(small, maps[:, 1::2, 1::2])  # PIL samples pixel centres
@@ -86,17 +90,18 @@ def test_mmseg_pascal_voc_dataset_reads_the_output(synthetic_voc: Path) -> None:
     from mmseg.registry import DATASETS
 
     init_default_scope("mmseg")
+    s_eval = synthetic_search_split(synthetic_voc).eval_files[0]
     ds = DATASETS.build(dict(
         type="PascalVOCDataset", data_root=str(synthetic_voc),
         data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
-        ann_file=f"{SPLITS}/search_eval.txt",
+        ann_file=str(s_eval),
         pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]))
     assert len(ds) == 24 and len(ds.metainfo["classes"]) == 21
     item = ds[0]
     expected = np.array(Image.open(item["seg_map_path"]))
     assert item["img"].shape == (64, 64, 3)
     np.testing.assert_array_equal(item["gt_seg_map"], expected)
-    assert Path(item["seg_map_path"]).stem in read_split(synthetic_voc, f"{SPLITS}/search_eval.txt")
+    assert Path(item["seg_map_path"]).stem in read_split(synthetic_voc, s_eval)
 
 
 def test_core_modules_do_not_import_openmmlab() -> None:

@@ -52,8 +52,9 @@ def test_tiny_config_is_tiny_and_trains_from_scratch() -> None:
     assert params < 1.5e6
     assert cfg.model.backbone.get("init_cfg") is None  # nothing is downloaded
     assert cfg.train_cfg.type == "IterBasedTrainLoop" and cfg.train_cfg.max_iters <= 300
-    assert cfg.train_dataloader.dataset.ann_file.endswith("person_keypoints_search_train.json")
-    assert cfg.val_dataloader.dataset.ann_file.endswith("person_keypoints_search_eval.json")
+    # its own splits; a search's runs use the search split instead (adapt_config)
+    assert cfg.train_dataloader.dataset.ann_file == "annotations/person_keypoints_train2017.json"
+    assert cfg.val_dataloader.dataset.ann_file == "annotations/person_keypoints_val2017.json"
     assert cfg.val_dataloader.dataset.get("bbox_file") is None  # ground-truth boxes
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == "Adam"
@@ -70,9 +71,27 @@ def test_proxy_config_follows_the_seed_schedule() -> None:
     assert (warmup.type, warmup.by_epoch, warmup.begin, warmup.end) == ("LinearLR", False, 0, 250)
     assert (cosine.type, cosine.T_max, cosine.end) == ("CosineAnnealingLR", 4, 4)
     assert cfg.train_dataloader.dataset.ann_file == \
-        "annotations/person_keypoints_search_train.json"
-    assert cfg.val_dataloader.dataset.ann_file == "annotations/person_keypoints_search_eval.json"
-    assert cfg.val_evaluator.ann_file == "data/coco/annotations/person_keypoints_search_eval.json"
+        "annotations/person_keypoints_train2017.json"
+    assert cfg.val_dataloader.dataset.ann_file == "annotations/person_keypoints_val2017.json"
+    assert cfg.val_evaluator.ann_file == "data/coco/annotations/person_keypoints_val2017.json"
+
+
+def test_a_search_split_evaluates_held_out_training_images_with_ground_truth_boxes(
+        tmp_path: Path) -> None:
+    from alz_core.data.coco_pose import synthetic_search_split
+    from alz_core.graph import LossGraph
+    from alz_core.tasks.pose import PoseProxyTask
+
+    root = ensure_synthetic_coco_pose(tmp_path / "pose", num_images=12, eval_count=4)
+    split = synthetic_search_split(root)
+    for path in (PROXY_CONFIG, TINY_CONFIG):
+        task = PoseProxyTask(path, data_root=root, split=split)
+        cfg = task.build_config(LossGraph.parse("(yhat - y)^2"), tmp_path / "w")
+        assert cfg.train_dataloader.dataset.ann_file == str(split.train_files[0])
+        val = cfg.val_dataloader.dataset
+        assert val.ann_file == str(split.eval_files[0]) and val.bbox_file is None
+        assert val.data_prefix.img == cfg.train_dataloader.dataset.data_prefix.img
+        assert cfg.val_evaluator.ann_file == str(split.eval_files[0])
 
 
 def test_retrain_config_is_mmposes_default_210_epoch_schedule() -> None:

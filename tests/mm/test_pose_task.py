@@ -61,8 +61,9 @@ def test_build_config_puts_the_candidate_in_and_follows_the_data_root(pose_root:
     warmup, cosine = cfg.param_scheduler
     assert warmup.end == 7 and (cosine.end, cosine.T_max) == (7, 7)
     assert cfg.train_dataloader.dataset.data_root == str(pose_root)
+    # without a search split: the config's own validation split under the data root
     assert cfg.val_evaluator.ann_file == str(pose_root /
-                                             "annotations/person_keypoints_search_eval.json")
+                                             "annotations/person_keypoints_val2017.json")
     assert cfg.randomness.seed == 3 and cfg.default_hooks.checkpoint is None
 
 
@@ -81,8 +82,9 @@ def test_without_a_data_root_the_synthetic_dataset_is_written_once(tmp_path: Pat
     task, problems = build("map", RejectionConfig(num_samples=3), settings)
     root = tmp_path / "synthetic_coco_pose"
     assert task.data_root == str(root)
-    assert (root / "annotations/person_keypoints_search_eval.json").is_file()
-    assert len(list((root / "train2017").glob("*.jpg"))) == 360
+    assert task.split is not None and task.split.eval_files[0].is_file()
+    assert task.split.counts["eval"] == 60
+    assert len(list((root / "train2017").glob("*.jpg"))) == 360 + 60  # + the validation split
     mtime = (root / "annotations/person_keypoints_train2017.json").stat().st_mtime_ns
     _, again = build("map", RejectionConfig(num_samples=3), settings)
     assert (root / "annotations/person_keypoints_train2017.json").stat().st_mtime_ns == mtime

@@ -72,7 +72,11 @@ def test_retrain_errors_are_one_line(sessions, small_search, capsys, db_url) -> 
             (["retrain", str(small_search.child), "--max-iters", "0"], "--max-iters=0"),
             (["retrain", str(small_search.child), "--lr-scale", "-1"], "lr_scale=-1.0"),
             (["retrain", str(small_search.child), "--config", "/no/such.py"],
-             "config='/no/such.py' is invalid")):
+             "--config '/no/such.py' is invalid: no such file"),
+            (["retrain", str(small_search.child), "--config", "tiny", "--cfg-options", "x"],
+             "--cfg-options 'x' is invalid: expected KEY=VALUE"),
+            (["retrain", str(small_search.child), "--config", "tiny", "--cfg-options",
+              "model.decode_head.loss_decode=None"], "loss_decode is missing")):
         code = main([*argv, "--database-url", db_url])
         out, err = capsys.readouterr()
         assert code == 2, (argv, out, err)

@@ -3,12 +3,10 @@
 # only the last three FPN levels and half the head channels, lr 0.04 at batch 32 with a linear
 # warm-up of 250 iterations. Otherwise mmdet's Faster R-CNN R50-FPN 1x setting.
 #
-# Data (COCO layout; `alz_core.data.coco_det.write_coco_search_splits(data/coco)` writes the
-# split files from instances_train2017.json):
-#   data/coco/train2017/*.jpg
-#   data/coco/annotations/instances_search_train.json   1/4 of the non-held-out train images
-#   data/coco/annotations/instances_search_eval.json    5000 seeded train images (evaluation)
-# The validation set is never used by the search.
+# Data (COCO 2017 layout): data/coco/{train2017,val2017}/*.jpg and annotations/instances_*.json.
+# A search trains on its search split of instances_train2017.json (`alz data prepare data/coco
+# --task det`: 5000 seeded train images held out for evaluation, the proxy trains on 1/4 of the
+# rest); the validation set is never used by a search.
 #
 # Batch 32 on one GPU (a search worker trains on one GPU): 8 images per step, gradients
 # accumulated over 4 steps (optim_wrapper.accumulative_counts). The schedulers count steps, so
@@ -148,7 +146,7 @@ train_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        ann_file='annotations/instances_search_train.json',
+        ann_file='annotations/instances_train2017.json',
         data_prefix=dict(img='train2017/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=32),
         pipeline=train_pipeline))
@@ -161,14 +159,14 @@ val_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        ann_file='annotations/instances_search_eval.json',
-        data_prefix=dict(img='train2017/'),
+        ann_file='annotations/instances_val2017.json',
+        data_prefix=dict(img='val2017/'),
         test_mode=True,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
     type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_search_eval.json',
+    ann_file=data_root + 'annotations/instances_val2017.json',
     metric='bbox',
     format_only=False)
 test_evaluator = val_evaluator

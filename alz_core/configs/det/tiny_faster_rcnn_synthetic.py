@@ -139,7 +139,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         metainfo=dict(classes=classes),
-        ann_file='annotations/instances_search_train.json',
+        ann_file='annotations/instances_train.json',
         data_prefix=dict(img='images/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=0),
         serialize_data=False,
@@ -154,16 +154,17 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         metainfo=dict(classes=classes),
-        ann_file='annotations/instances_search_eval.json',
+        ann_file='annotations/instances_val.json',
         data_prefix=dict(img='images/'),
         test_mode=True,
         serialize_data=False,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-# `DetProxyTask` re-points ann_file at its data_root's eval split
+# `DetProxyTask` re-points ann_file at its data root's validation split, or a search's
+# proxy runs at the search split's evaluation part
 val_evaluator = dict(
     type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_search_eval.json',
+    ann_file=data_root + 'annotations/instances_val.json',
     metric='bbox',
     format_only=False)
 test_evaluator = val_evaluator

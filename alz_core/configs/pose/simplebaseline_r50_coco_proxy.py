@@ -3,14 +3,12 @@
 # sigma 2), 17 COCO joints, the loss counted on visible joints only. Adam lr 2.5e-4, a linear
 # warm-up of 250 iterations then cosine annealing, batch 256, 4 epochs.
 #
-# Data (mmpose's COCO layout, search split written by
-# `alz_core.data.coco_pose.write_coco_pose_search_splits`):
-#   data/coco/train2017/*.jpg
-#   data/coco/annotations/person_keypoints_train2017.json
-#   data/coco/annotations/person_keypoints_search_{train,eval}.json
-# The evaluation split is 5000 seeded training images; the validation set is never used. It is
-# evaluated with the ground-truth person boxes (the seed's person-detection results exist for
-# val2017 only). `PoseProxyTask` puts the candidate formula into the ALZLoss below.
+# Data (mmpose's COCO layout): data/coco/{train2017,val2017}/*.jpg and
+# data/coco/annotations/person_keypoints_{train,val}2017.json. A search trains on its search split
+# of the training annotations (`alz data prepare data/coco --task pose`: 5000 seeded training
+# images held out for evaluation, with the ground-truth person boxes: the paper's person
+# detections exist for val2017 only); the validation set is never used by a search.
+# `PoseProxyTask` puts the candidate formula into the ALZLoss below.
 custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)
 default_scope = 'mmpose'
 
@@ -67,7 +65,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_mode=data_mode,
-        ann_file='annotations/person_keypoints_search_train.json',
+        ann_file='annotations/person_keypoints_train2017.json',
         data_prefix=dict(img='train2017/'),
         pipeline=train_pipeline))
 val_dataloader = dict(
@@ -80,13 +78,13 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_mode=data_mode,
-        ann_file='annotations/person_keypoints_search_eval.json',
-        data_prefix=dict(img='train2017/'),
+        ann_file='annotations/person_keypoints_val2017.json',
+        data_prefix=dict(img='val2017/'),
         test_mode=True,
         pipeline=val_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='CocoMetric', ann_file=data_root + '/annotations/person_keypoints_search_eval.json')
+    type='CocoMetric', ann_file=data_root + '/annotations/person_keypoints_val2017.json')
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=base_lr))

@@ -61,7 +61,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_mode=data_mode,
-        ann_file='annotations/person_keypoints_search_train.json',
+        ann_file='annotations/person_keypoints_train2017.json',
         data_prefix=dict(img='train2017/'),
         serialize_data=False,
         pipeline=train_pipeline))
@@ -75,14 +75,14 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_mode=data_mode,
-        ann_file='annotations/person_keypoints_search_eval.json',
+        ann_file='annotations/person_keypoints_val2017.json',
         data_prefix=dict(img='train2017/'),
         serialize_data=False,
         test_mode=True,
         pipeline=val_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='CocoMetric', ann_file=data_root + '/annotations/person_keypoints_search_eval.json')
+    type='CocoMetric', ann_file=data_root + '/annotations/person_keypoints_val2017.json')
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=2e-3), clip_grad=None)

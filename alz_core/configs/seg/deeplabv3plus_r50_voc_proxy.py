@@ -2,11 +2,12 @@
 # DeepLabV3+ R50-D8 on PASCAL VOC 2012 + SBD down-sampled to 128x128 crops, 3 epochs, batch 32,
 # SGD lr 0.02 (head x10), momentum 0.9, weight decay 5e-4, poly decay (power 0.9, min 1e-4).
 #
-# Data (mmseg's VOC+SBD layout, see `alz_core.data.voc.write_voc_aug_search_splits`):
+# Data: mmseg's VOC+SBD layout (mmseg's tools/dataset_converters/voc_aug.py):
 #   data/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,SegmentationClassAug}
-#   ImageSets/Segmentation/search_{train,eval}.txt      VOC train ids (labels: SegmentationClass)
-#   ImageSets/Segmentation/search_{train,eval}_aug.txt  SBD ids (labels: SegmentationClassAug)
-# The evaluation split is 1500 seeded training images; the validation set is never used.
+#   ImageSets/Segmentation/train.txt   VOC train ids (labels: SegmentationClass)
+#   ImageSets/Segmentation/aug.txt     SBD ids (labels: SegmentationClassAug): train-aug together
+# A search trains on its search split of train-aug (`alz data prepare`: 1500 seeded training
+# images held out for evaluation, as the paper); the validation set is never used by a search.
 # `SegProxyTask` puts the candidate formula into every ALZLoss below.
 custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)
 default_scope = 'mmseg'
@@ -90,35 +91,36 @@ test_pipeline = [
 ]
 
 
-def _split(split: str, pipeline: list) -> dict:
-    # VOC ids have labels in SegmentationClass, SBD ids in SegmentationClassAug
-    voc = dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file=f'ImageSets/Segmentation/{split}.txt',
-        pipeline=pipeline)
-    sbd = dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
-        ann_file=f'ImageSets/Segmentation/{split}_aug.txt',
-        pipeline=pipeline)
-    return dict(type='ConcatDataset', datasets=[voc, sbd])
-
-
+# VOC ids have labels in SegmentationClass, SBD ids in SegmentationClassAug
+dataset_train = dict(
+    type=dataset_type,
+    data_root=data_root,
+    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+    ann_file='ImageSets/Segmentation/train.txt',
+    pipeline=train_pipeline)
+dataset_aug = dict(
+    type=dataset_type,
+    data_root=data_root,
+    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
+    ann_file='ImageSets/Segmentation/aug.txt',
+    pipeline=train_pipeline)
 train_dataloader = dict(
     batch_size=32,
     num_workers=8,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=_split('search_train', train_pipeline))
+    dataset=dict(type='ConcatDataset', datasets=[dataset_train, dataset_aug]))
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=_split('search_eval', test_pipeline))
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+        ann_file='ImageSets/Segmentation/val.txt',
+        pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='ALZSegMetric')
 test_evaluator = val_evaluator

@@ -3,7 +3,9 @@
 # ResNetV1c-18 with 16 base channels and a 32-channel ASPP head (about 0.78 M parameters, about
 # 0.05 s per iteration at batch 16, 64x64, on 2 CPU cores). No pretrained weights: nothing is
 # downloaded. Data: `alz_core.tasks.seg.ensure_synthetic_voc(data_root)` writes it. The searched
-# loss is the only loss (no auxiliary head): `SegProxyTask` replaces `formula` below.
+# loss is the only loss (no auxiliary head): `SegProxyTask` replaces `formula` below. The
+# dataloaders name the dataset's own train/val splits; a search's proxy runs train on its search
+# split instead (`alz_core.tasks.seg.adapt_config`).
 custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
@@ -79,7 +81,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/search_train.txt',
+        ann_file='ImageSets/Segmentation/train.txt',
         serialize_data=False,
         pipeline=train_pipeline))
 val_dataloader = dict(
@@ -91,7 +93,7 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/search_eval.txt',
+        ann_file='ImageSets/Segmentation/val.txt',
         serialize_data=False,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
