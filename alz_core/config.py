@@ -89,6 +89,9 @@ class EvolutionConfig:
     budget: int = 500  # proxy evaluations
     max_mutation_tries: int = 200  # attempts at a child that passes rejection, per branch
     mutation_weights: MutationWeights = field(default_factory=MutationWeights)
+    #: the smallest tournament: with T = 5 % a tournament of round(0.05 n) would be one member
+    #: (a random parent) until the population reaches 30; 1 in searches created before
+    tournament_min_size: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.mutation_weights, dict):
@@ -102,6 +105,8 @@ class EvolutionConfig:
         _check(0 < self.tournament_fraction <= 1, "tournament_fraction",
                self.tournament_fraction, "a fraction in (0, 1]")
         _check(_is_int(self.budget) and self.budget >= 1, "budget", self.budget, "an integer >= 1")
+        _check(_is_int(self.tournament_min_size) and self.tournament_min_size >= 1,
+               "tournament_min_size", self.tournament_min_size, "an integer >= 1")
         _check(_is_int(self.max_mutation_tries) and self.max_mutation_tries >= 1,
                "max_mutation_tries", self.max_mutation_tries,
                "an integer >= 1")
@@ -120,6 +125,13 @@ class RejectionConfig:
     init_std: float = 0.01  # logits ~ N(0, init_std^2) when no model gives them
     seed: int = 0  # samples and initial logits
     fingerprint_digits: int = 6  # significant digits of the float64 gradient fingerprint
+    #: ``elementwise``: every gradient element rounded on its own (alz_core.equivalence);
+    #: ``global_cut``: the rule of searches created before it (stored configs without the key)
+    fingerprint_scheme: str = "elementwise"
+    #: boundary metrics (BIoU, BF1): the rejection protocol optimises the labels' class
+    #: boundaries, the targets the proxy trains on (alz_core.rejection); ``False``: the full
+    #: one-hot labels (searches created before)
+    boundary_targets: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.score_mode, ScoreMode):
@@ -139,6 +151,10 @@ class RejectionConfig:
         _check(_is_int(self.fingerprint_digits) and 2 <= self.fingerprint_digits <= 12,
                "fingerprint_digits",
                self.fingerprint_digits, "an integer in [2, 12]")
+        _check(self.fingerprint_scheme in ("elementwise", "global_cut"), "fingerprint_scheme",
+               self.fingerprint_scheme, "'elementwise' or 'global_cut'")
+        _check(isinstance(self.boundary_targets, bool), "boundary_targets",
+               self.boundary_targets, "true or false")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

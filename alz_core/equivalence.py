@@ -6,11 +6,21 @@ evaluated loss's reuses that loss's fitness (AutoML-Zero's functional-equivalenc
 to gradients instead of outputs).
 
 The gradient is computed in float64 and each element is rounded to ``digits`` significant
-digits before hashing. In float64 the rounding error of two equal-gradient rewrites is ~1e-15
-relative, so a rewrite falls on the other side of a rounding boundary with probability about
-``n_elements * 1e-15 * 10**digits`` (about 1e-3 for 400k elements at 6 digits); in float32 it would
-be near certain at that size. Elements smaller than ``1e-9`` of the largest are treated as zero,
-so cancellation noise does not split classes.
+digits of its own before hashing (scheme ``elementwise``). In float64 the rounding error of two
+equal-gradient rewrites is ~1e-15 relative, so a rewrite falls on the other side of a rounding
+boundary with probability about ``n_elements * 1e-15 * 10**digits`` (about 1e-3 for 400k
+elements at 6 digits); in float32 it would be near certain at that size. Only exact zeros are
+zeros: no element is judged small against the others, so a term of size 1e12 (``inv(y)`` where
+``y = 0``) cannot hide the rest of the gradient (two losses whose gradients differ anywhere by
+more than the rounding get different fingerprints).
+
+Searches created before that rule used the scheme ``global_cut``: elements below ``1e-9`` of the
+largest were set to zero first, which let such a term erase all other structure
+(``inv(y)*yhat - y*log(yhat)`` and ``inv(y)*yhat + y*log(yhat)`` shared a fingerprint). It is
+kept, selected by ``RejectionConfig.fingerprint_scheme``, so those searches stay reproducible.
+
+:func:`scale_free_fingerprint` hashes the gradient divided by its largest magnitude: losses
+whose gradients are positive multiples of each other (a rescaled cross-entropy) share it.
 """
 
 from __future__ import annotations
@@ -24,18 +34,24 @@ import torch
 from .evaluate import CompiledGraph, rejection_reduce
 from .graph import LossGraph
 
-_RELATIVE_ZERO = 1e-9
+_RELATIVE_ZERO = 1e-9  # the legacy ``global_cut`` scheme only
+SCHEMES = ("elementwise", "global_cut")
 
 
-def quantize(grad: np.ndarray, digits: int) -> bytes | None:
-    """Bytes of ``grad`` rounded to ``digits`` significant digits; ``None`` if non-finite."""
+def quantize(grad: np.ndarray, digits: int, scheme: str = "elementwise") -> bytes | None:
+    """Bytes of ``grad`` with every element rounded to ``digits`` significant digits;
+    ``None`` if non-finite. ``scheme="global_cut"``: first zero the elements below 1e-9 of the
+    largest (the rule of older searches)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}; expected one of {SCHEMES}")
     g = np.asarray(grad, dtype=np.float64).ravel()
     if not np.all(np.isfinite(g)):
         return None
     scale = float(np.abs(g).max()) if g.size else 0.0
     if scale == 0.0:
         return b"zero:" + str(g.size).encode()
-    g = np.where(np.abs(g) < scale * _RELATIVE_ZERO, 0.0, g)
+    if scheme == "global_cut":
+        g = np.where(np.abs(g) < scale * _RELATIVE_ZERO, 0.0, g)
     nz = g != 0
     exponent = np.zeros(g.shape, dtype=np.int64)
     exponent[nz] = np.floor(np.log10(np.abs(g[nz]))).astype(np.int64)
@@ -48,14 +64,8 @@ def quantize(grad: np.ndarray, digits: int) -> bytes | None:
     return mantissa.tobytes() + exponent.tobytes()
 
 
-def branch_fingerprint(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
-                       wrt: str | tuple[str, ...], digits: int) -> str | None:
-    """Hex fingerprint of the gradient of the plain-sum loss w.r.t. the prediction input(s).
-
-    ``inputs`` are the fixed probe tensors; they are converted to float64. Returns ``None``
-    if the loss or its gradient is not finite.
-    """
-    wrt_names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+def _gradients(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
+               wrt_names: tuple[str, ...]) -> list[np.ndarray] | None:
     probe = {}
     for name, t in inputs.items():
         t64 = t.detach().to(torch.float64)
@@ -63,12 +73,47 @@ def branch_fingerprint(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
     loss = rejection_reduce(CompiledGraph(graph)(probe))
     if not torch.isfinite(loss):
         return None
-    leaves = [probe[n] for n in wrt_names]
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    grads = torch.autograd.grad(loss, [probe[n] for n in wrt_names], allow_unused=True)
+    return [np.zeros(tuple(probe[n].shape)) if g is None else g.numpy()
+            for n, g in zip(wrt_names, grads)]
+
+
+def scale_free_fingerprint(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
+                           wrt: str | tuple[str, ...], digits: int = 6) -> str | None:
+    """Like :func:`branch_fingerprint` but of the gradient divided by its largest magnitude:
+    equal for losses whose gradients are positive multiples of each other (``2 * CE`` and
+    ``CE``, ``mean_c(CE)`` and ``CE``); ``None`` if not finite or zero."""
+    wrt_names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+    grads = _gradients(graph, inputs, wrt_names)
+    if grads is None:
+        return None
+    scale = max((float(np.abs(g).max()) for g in grads if g.size), default=0.0)
+    if not np.isfinite(scale) or scale == 0.0:
+        return None
     h = hashlib.sha256()
     for name, g in zip(wrt_names, grads):
-        arr = np.zeros(tuple(probe[name].shape)) if g is None else g.numpy()
-        q = quantize(arr, digits)
+        q = quantize(g / scale, digits)
+        if q is None:
+            return None
+        h.update(name.encode() + b":" + q)
+    return h.hexdigest()[:32]
+
+
+def branch_fingerprint(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
+                       wrt: str | tuple[str, ...], digits: int,
+                       scheme: str = "elementwise") -> str | None:
+    """Hex fingerprint of the gradient of the plain-sum loss w.r.t. the prediction input(s).
+
+    ``inputs`` are the fixed probe tensors; they are converted to float64. Returns ``None``
+    if the loss or its gradient is not finite.
+    """
+    wrt_names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+    grads = _gradients(graph, inputs, wrt_names)
+    if grads is None:
+        return None
+    h = hashlib.sha256()
+    for name, g in zip(wrt_names, grads):
+        q = quantize(g, digits, scheme)
         if q is None:
             return None
         h.update(name.encode() + b":" + q)

@@ -77,15 +77,17 @@ def _rank(fitness: float | None) -> float:
 
 
 def tournament_select(population: Sequence[Individual], rng: np.random.Generator,
-                      fraction: float) -> Individual:
-    """Best of ``max(1, round(fraction * len))`` members drawn without replacement.
+                      fraction: float, min_size: int = 2) -> Individual:
+    """Best of ``max(min_size, round(fraction * len))`` members (at most all of them) drawn
+    without replacement.
 
     Ties go to the most recent member (younger individuals carry the newer genes in aging
-    evolution).
+    evolution). ``min_size`` 2: with the paper's T = 5 % the tournament would otherwise hold
+    one member, a random parent, until the population reaches 30.
     """
     if not population:
         raise ValueError("tournament over an empty population")
-    size = min(len(population), max(1, int(round(fraction * len(population)))))
+    size = min(len(population), max(min_size, int(round(fraction * len(population)))))
     picks = sorted(rng.choice(len(population), size=size, replace=False).tolist())
     best = max(picks, key=lambda i: (_rank(population[i].fitness), i))
     return population[best]
@@ -99,6 +101,8 @@ class Attempts:
     """Every rejection result met while producing one candidate (for storage and statistics)."""
 
     results: list[tuple[str, LossGraph, RejectionResult]] = field(default_factory=list)
+    #: the mutation kind that made each branch of the accepted child (empty for an initial one)
+    mutations: dict[str, MutationKind] = field(default_factory=dict)
 
     def record(self, branch: str, graph: LossGraph, result: RejectionResult) -> None:
         self.results.append((branch, graph, result))
@@ -138,8 +142,9 @@ def child_candidate(parent: Candidate, branches: Mapping[str, BranchKind],
                     evo: EvolutionConfig) -> tuple[Candidate, MutationKind, Attempts]:
     """A mutation of ``parent``: every branch is mutated, each until it passes rejection.
 
-    The returned kind is the mutation of the last accepted attempt of the first branch (for a
-    single-branch task, simply the mutation that made the child).
+    The returned kind is the mutation of the accepted attempt of the first branch (for a
+    single-branch task, simply the mutation that made the child); ``attempts.mutations`` holds
+    every branch's.
     """
     attempts = Attempts()
     w = evo.mutation_weights
@@ -155,6 +160,7 @@ def child_candidate(parent: Candidate, branches: Mapping[str, BranchKind],
             return child
 
         graphs[name] = _until_accepted(make, name, reject, attempts, evo.max_mutation_tries)
+        attempts.mutations[name] = last[-1]
         if kind_of_first is None:
             kind_of_first = last[-1]
     assert kind_of_first is not None
@@ -194,7 +200,8 @@ def run_evolution(branches: Mapping[str, BranchKind], rng: np.random.Generator,
             cand, attempts = initial_candidate(branches, rng, reject, space, evo)
             parent, mk, gen = None, MutationKind.INIT, 0
         else:
-            parent = tournament_select(list(population), rng, evo.tournament_fraction)
+            parent = tournament_select(list(population), rng, evo.tournament_fraction,
+                                       evo.tournament_min_size)
             cand, mk, attempts = child_candidate(parent.candidate, branches, rng, reject, space,
                                                  evo)
             gen = parent.generation + 1

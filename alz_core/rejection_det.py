@@ -489,7 +489,8 @@ class BoxRejectionProblem(ProblemVerdicts):
             return None
         (grad,) = torch.autograd.grad(loss, boxes, allow_unused=True)
         q = quantize(np.zeros(tuple(boxes.shape)) if grad is None else grad.numpy(),
-                     self.config.fingerprint_digits)
+                     self.config.fingerprint_digits,
+                     self.config.fingerprint_scheme)
         if q is None:
             return None
         return hashlib.sha256(b"boxes:" + q).hexdigest()[:32]

@@ -192,7 +192,8 @@ class HeatmapRejectionProblem(ProblemVerdicts):
             return None
         (grad,) = torch.autograd.grad(loss, yhat, allow_unused=True)
         arr = np.zeros(tuple(yhat.shape)) if grad is None else grad.numpy()
-        q = quantize(arr, self.config.fingerprint_digits)
+        q = quantize(arr, self.config.fingerprint_digits,
+                     self.config.fingerprint_scheme)
         if q is None:
             return None
         return hashlib.sha256(b"yhat:" + q).hexdigest()[:32]

@@ -35,7 +35,8 @@ from .records import CandidateRecord, Representative, Submission
 DEFAULT_MAX_ATTEMPTS = 3
 
 # the predicate of uq_candidate_search_id_fingerprint (ON CONFLICT must repeat it)
-_REPRESENTATIVE = text("equivalent_to_id IS NULL AND fingerprint IS NOT NULL")
+_REPRESENTATIVE = text("equivalent_to_id IS NULL AND fingerprint IS NOT NULL "
+                       "AND status <> 'failed'")
 
 
 def candidate_hash(candidate: Candidate) -> str:
@@ -63,7 +64,9 @@ def _record(row: CandidateRow) -> CandidateRecord:
         status=CandidateStatus(row.status), fitness=from_stored(row.fitness, row.fitness_kind),
         fitness_kind=None if row.fitness_kind is None else FitnessKind(row.fitness_kind),
         equivalent_to=row.equivalent_to_id, created_at=row.created_at,
-        evaluated_at=row.evaluated_at, worker_id=row.worker_id)
+        evaluated_at=row.evaluated_at, worker_id=row.worker_id,
+        branch_mutations=None if row.branch_mutations is None else
+        {b: MutationKind(k) for b, k in row.branch_mutations.items()})
 
 
 def get_candidate(session: Session, candidate_id: int) -> CandidateRecord:
@@ -104,13 +107,15 @@ def release_proxy_slot(session: Session, search_id: int, count: int = 1) -> None
 
 def find_representative(session: Session, search_id: int,
                         fingerprint: str) -> Representative | None:
-    """The candidate standing for ``fingerprint`` in the search (evaluated, pending or
-    failed), or ``None``. Served by the partial unique index."""
+    """The candidate standing for ``fingerprint`` in the search (evaluated or pending), or
+    ``None``. A representative that failed for good stands for nothing: the class's next member
+    is trained instead. Served by the partial unique index."""
     row = session.execute(
         select(CandidateRow.id, CandidateRow.status, CandidateRow.fitness,
                CandidateRow.fitness_kind)
         .where(CandidateRow.search_id == search_id, CandidateRow.fingerprint == fingerprint,
-               CandidateRow.equivalent_to_id.is_(None))).one_or_none()
+               CandidateRow.equivalent_to_id.is_(None),
+               CandidateRow.status != CandidateStatus.FAILED)).one_or_none()
     if row is None:
         return None
     return Representative(row.id, CandidateStatus(row.status),
@@ -123,10 +128,24 @@ def _check_search(session: Session, search_id: int) -> None:
         raise NotFound(f"search {search_id} does not exist")
 
 
+def _branch_mutations(candidate: Candidate, mutation: MutationKind,
+                      given: Mapping[str, MutationKind] | None) -> dict[str, str]:
+    """Every branch's mutation kind: ``given`` (a child of several branches), else the one
+    ``mutation`` for all branches (an initial candidate, a single-branch child)."""
+    names = [name for name, _ in candidate.branches]
+    if given is None:
+        return {name: MutationKind(mutation).value for name in names}
+    if set(given) != set(names):
+        raise InvalidInput(f"branch_mutations={dict(given)!r} is invalid: expected one kind "
+                           f"per branch {names}")
+    return {name: MutationKind(given[name]).value for name in names}
+
+
 def add_candidate(session: Session, search_id: int, candidate: Candidate, *,
                   fingerprint: str | None, parent_id: int | None = None,
                   mutation: MutationKind = MutationKind.INIT, generation: int = 0,
-                  equivalent_to: int | None = None, worker_id: int | None = None) -> int:
+                  equivalent_to: int | None = None, worker_id: int | None = None,
+                  branch_mutations: Mapping[str, MutationKind] | None = None) -> int:
     """Insert a candidate and count it; return its id. Low level: no budget, no evaluation.
 
     Without ``equivalent_to`` it becomes the representative of its fingerprint class (status
@@ -143,7 +162,8 @@ def add_candidate(session: Session, search_id: int, candidate: Candidate, *,
         generation=generation, graphs=candidate.to_json(),
         branch_order=[name for name, _ in candidate.branches], formula=candidate.text,
         structural_hash=candidate_hash(candidate), fingerprint=fingerprint,
-        equivalent_to_id=equivalent_to, worker_id=worker_id)
+        equivalent_to_id=equivalent_to, worker_id=worker_id,
+        branch_mutations=_branch_mutations(candidate, mutation, branch_mutations))
     if equivalent_to is None:
         values["status"] = CandidateStatus.PENDING
     else:
@@ -198,7 +218,8 @@ def submit_candidate(session: Session, search_id: int, candidate: Candidate, *,
                      worker_id: int | None = None,
                      rejections: Iterable[tuple[str, LossGraph, RejectionResult]] = (),
                      params: Mapping[str, Any] | None = None,
-                     max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Submission:
+                     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                     branch_mutations: Mapping[str, MutationKind] | None = None) -> Submission:
     """Store a child that passed rejection, following the protocol; see the module doc.
 
     ``rejections`` (the ``Attempts.results`` that produced the child) are recorded in the same
@@ -208,12 +229,14 @@ def submit_candidate(session: Session, search_id: int, candidate: Candidate, *,
     left or the search is not running: the child is not stored).
     """
     _check_search(session, search_id)
+    _branch_mutations(candidate, mutation, branch_mutations)  # bad input fails before any write
     results = list(rejections)
 
     def as_equivalent(rep: Representative) -> Submission:
         cid = add_candidate(session, search_id, candidate, fingerprint=fingerprint,
                             parent_id=parent_id, mutation=mutation, generation=generation,
-                            equivalent_to=rep.candidate_id, worker_id=worker_id)
+                            equivalent_to=rep.candidate_id, worker_id=worker_id,
+                            branch_mutations=branch_mutations)
         record_rejections(session, search_id, results, candidate_id=cid, parent_id=parent_id,
                           worker_id=worker_id)
         return Submission(SubmitOutcome.EQUIVALENT, cid, equivalent_to=rep.candidate_id,
@@ -229,7 +252,7 @@ def submit_candidate(session: Session, search_id: int, candidate: Candidate, *,
     try:
         cid = add_candidate(session, search_id, candidate, fingerprint=fingerprint,
                             parent_id=parent_id, mutation=mutation, generation=generation,
-                            worker_id=worker_id)
+                            worker_id=worker_id, branch_mutations=branch_mutations)
     except DuplicateRepresentative:
         # another worker committed this class after our look-up: give the slot back and join
         release_proxy_slot(session, search_id)

@@ -847,6 +847,8 @@ def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
         "status": cand.status.value, "fitness": cand.fitness,
         "fitness_kind": None if cand.fitness_kind is None else cand.fitness_kind.value,
         "generation": cand.generation, "mutation": cand.mutation.value,
+        "branch_mutations": None if cand.branch_mutations is None else
+        {b: k.value for b, k in cand.branch_mutations.items()},
         "parent_id": cand.parent_id, "parent_formula": parent_formula,
         "fingerprint": cand.fingerprint, "structural_hash": cand.structural_hash,
         "equivalent_to": cand.equivalent_to, "equivalents": equivalents,
@@ -876,7 +878,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     parent = "- (initial population)" if d["parent_id"] is None else \
         f"{d['parent_id']}: {d['parent_formula']}"
     p(f"parent        {parent}")
-    p(f"mutation      {d['mutation']}, generation {d['generation']}")
+    per_branch = d["branch_mutations"] or {}
+    p(f"mutation      {d['mutation']}, generation {d['generation']}"
+      + (" (" + ", ".join(f"{b} {k}" for b, k in per_branch.items()) + ")"
+         if len(per_branch) > 1 else ""))
     p(f"fingerprint   {d['fingerprint'] or '-'}")
     if d["equivalent_to"] is not None:
         p(f"equivalent to {d['equivalent_to']} (same gradient fingerprint; its fitness is "

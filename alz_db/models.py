@@ -194,6 +194,8 @@ class Candidate(Base):
         BigInteger, ForeignKey("worker.id", ondelete="SET NULL"))
     # revision 0004 (tuning): the best re-training settings found by `alz tune`
     tuned_settings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # revision 0006: the mutation kind of every branch ({branch: kind}; NULL before)
+    branch_mutations: Mapped[dict[str, str] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         CheckConstraint(_in("status", CandidateStatus), name="status"),
@@ -205,8 +207,10 @@ class Candidate(Base):
                         name="equivalent_link"),
         # at most one representative per fingerprint class and search: two workers racing
         # with the same class cannot both queue a proxy run (DESIGN.md section 6)
+        # (revision 0006: a failed representative no longer holds its class)
         Index("uq_candidate_search_id_fingerprint", "search_id", "fingerprint", unique=True,
-              postgresql_where=text("equivalent_to_id IS NULL AND fingerprint IS NOT NULL")),
+              postgresql_where=text("equivalent_to_id IS NULL AND fingerprint IS NOT NULL "
+                                    "AND status <> 'failed'")),
         # the population read: the P most recent candidates whose fitness is known
         Index("ix_candidate_population", "search_id", text("evaluated_at DESC"), text("id DESC"),
               postgresql_where=text("fitness_kind IS NOT NULL")),

@@ -225,8 +225,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def _fail_for_good(session: Session, failed: Iterable[tuple[int, int, EvalKind]]) -> None:
-    """Candidates of proxy evaluations out of attempts: ``failed``; their slots given back."""
+    """Candidates of proxy evaluations out of attempts: ``failed``; their slots given back;
+    the next member of each one's equivalence class trained instead (:func:`_promote_next`)."""
     per_search: dict[int, int] = {}
+    reps: list[tuple[int, int]] = []
     for candidate_id, search_id, kind in failed:
         if kind is not EvalKind.PROXY:
             continue
@@ -234,10 +236,63 @@ def _fail_for_good(session: Session, failed: Iterable[tuple[int, int, EvalKind]]
                         .values(status=CandidateStatus.FAILED)
                         .execution_options(synchronize_session=False))
         per_search[search_id] = per_search.get(search_id, 0) + 1
+        reps.append((search_id, candidate_id))
     for search_id, count in sorted(per_search.items()):  # fixed order: no lock cycles
         release_proxy_slot(session, search_id, count)
+    for search_id, candidate_id in sorted(reps):
+        _promote_next(session, search_id, candidate_id)
     for search_id in sorted(per_search):
         _fail_search_if_hopeless(session, search_id)
+
+
+def _promote_next(session: Session, search_id: int, failed_id: int) -> int | None:
+    """The class of a representative that failed for good is not blocked: its oldest waiting
+    member becomes the representative (a proxy slot reserved, an evaluation queued) and the
+    other members follow it. Without a slot left (or the search not running) the members fail
+    too. If another worker has meanwhile made a new representative of the class, the members
+    join that one. Returns the promoted candidate's id, if any."""
+    from sqlalchemy.exc import IntegrityError
+
+    from .candidates import find_representative, queue_evaluation, reserve_proxy_slot
+
+    members = list(session.execute(
+        select(CandidateRow.id).where(CandidateRow.equivalent_to_id == failed_id)
+        .order_by(CandidateRow.id).with_for_update()).scalars())
+    if not members:
+        return None
+    fingerprint = session.execute(select(CandidateRow.fingerprint)
+                                  .where(CandidateRow.id == failed_id)).scalar_one()
+
+    def relink(to: int, ids: list[int]) -> None:
+        if ids:
+            session.execute(update(CandidateRow).where(CandidateRow.id.in_(ids))
+                            .values(equivalent_to_id=to)
+                            .execution_options(synchronize_session=False))
+
+    rep = find_representative(session, search_id, fingerprint) if fingerprint else None
+    if rep is not None:
+        relink(rep.candidate_id, members)
+        return None
+    if not reserve_proxy_slot(session, search_id):
+        session.execute(update(CandidateRow).where(CandidateRow.id.in_(members))
+                        .values(status=CandidateStatus.FAILED)
+                        .execution_options(synchronize_session=False))
+        return None
+    first, rest = members[0], members[1:]
+    try:
+        with session.begin_nested():  # a representative committed meanwhile: join it below
+            session.execute(update(CandidateRow).where(CandidateRow.id == first)
+                            .values(equivalent_to_id=None, status=CandidateStatus.PENDING)
+                            .execution_options(synchronize_session=False))
+    except IntegrityError:
+        release_proxy_slot(session, search_id)
+        rep = find_representative(session, search_id, fingerprint)
+        if rep is not None:
+            relink(rep.candidate_id, members)
+        return None
+    relink(first, rest)
+    queue_evaluation(session, first, EvalKind.PROXY)
+    return first
 
 
 def _fail_search_if_hopeless(session: Session, search_id: int) -> None:

@@ -22,6 +22,12 @@ from .enums import (
     WorkerStatus,
 )
 
+#: What a search created before a setting existed did: a stored config without the key gets the
+#: old behaviour, so an old search resumes (and reads) as it ran. New searches store every key.
+LEGACY_EVOLUTION: dict[str, Any] = {"tournament_min_size": 1}
+LEGACY_REJECTION: dict[str, Any] = {"fingerprint_scheme": "global_cut",
+                                    "boundary_targets": False}
+
 
 @dataclass(frozen=True)
 class SearchInfo:
@@ -49,11 +55,11 @@ class SearchInfo:
 
     @property
     def evolution(self) -> EvolutionConfig:
-        return EvolutionConfig(**self.config["evolution"])
+        return EvolutionConfig(**{**LEGACY_EVOLUTION, **self.config["evolution"]})
 
     @property
     def rejection(self) -> RejectionConfig:
-        return RejectionConfig(**self.config["rejection"])
+        return RejectionConfig(**{**LEGACY_REJECTION, **self.config["rejection"]})
 
     @property
     def space(self) -> SearchSpaceConfig:
@@ -89,6 +95,8 @@ class CandidateRecord:
     created_at: datetime
     evaluated_at: datetime | None
     worker_id: int | None
+    #: the mutation kind of each branch (revision 0006; ``None`` for older candidates)
+    branch_mutations: dict[str, MutationKind] | None = None
 
     @property
     def individual(self) -> Individual:

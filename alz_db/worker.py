@@ -484,7 +484,8 @@ class _Worker:
                 cand, attempts = initial_candidate(branches, ctx.rng, reject, space, evo)
                 mutation, generation = MutationKind.INIT, 0
             else:
-                parent = tournament_select(population, ctx.rng, evo.tournament_fraction)
+                parent = tournament_select(population, ctx.rng, evo.tournament_fraction,
+                                           evo.tournament_min_size)
                 cand, mutation, attempts = child_candidate(parent.candidate, branches, ctx.rng,
                                                            reject, space, evo)
                 generation = parent.generation + 1
@@ -499,7 +500,8 @@ class _Worker:
         sub = self.call(submit_candidate, sid, cand, fingerprint=fingerprint,
                         parent_id=parent.id if parent else None, mutation=mutation,
                         generation=generation, worker_id=self.worker_id,
-                        rejections=attempts.results)
+                        rejections=attempts.results,
+                        branch_mutations=attempts.mutations or None)
         if sub.outcome is SubmitOutcome.QUEUED:
             self.summary.submitted += 1
         elif sub.outcome is SubmitOutcome.EQUIVALENT:

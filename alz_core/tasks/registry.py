@@ -209,4 +209,8 @@ def seg_rejection_problem(metric: str, config: RejectionConfig | None = None,
         labels = load_label_maps(root, split, config.num_samples, config.seed, size=size)
     else:
         labels = synthetic_labels(config.seed, config.num_samples, size, num_classes)
-    return DenseRejectionProblem(torch.from_numpy(labels).long(), num_classes, metric, config)
+    from .seg import rejection_target
+
+    return DenseRejectionProblem(torch.from_numpy(labels).long(), num_classes, metric, config,
+                                 target=rejection_target(check_metric(get_task("seg"), metric),
+                                                         config))

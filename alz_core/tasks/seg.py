@@ -295,6 +295,13 @@ def adapt_config(cfg: Any, *, target: str = "onehot", data_root: str | Path | No
     return changes
 
 
+def rejection_target(metric: str, config: Any) -> str:
+    """The rejection protocol's ``y`` for ``metric``: the labels' class boundaries for BIoU and
+    BF1 (what the proxy trains on, see :class:`alz_core.rejection.DenseRejectionProblem`) unless
+    the search's config predates that (``boundary_targets`` false), else the one-hot labels."""
+    return "boundary" if metric in BOUNDARY_METRICS and config.boundary_targets else "onehot"
+
+
 def rejection_side(cfg: Any) -> int:
     """The side of the rejection samples: the proxy's crop side (the data preprocessor's
     ``size`` or the training pipeline's ``RandomCrop``), at most 128; 64 without one."""
@@ -654,7 +661,7 @@ def build(metric: str, config: Any, settings: Any) -> tuple[SegProxyTask, dict[s
     labels = rejection_labels(info_cfg, config.num_samples, config.seed,
                               settings.rejection_size or rejection_side(cfg))
     problem = DenseRejectionProblem(torch.from_numpy(labels).long(), num_classes, metric, config,
-                                    ignore_index=ignore)
+                                    ignore_index=ignore, target=rejection_target(metric, config))
     return task, {"seg": problem}
 
 

@@ -293,3 +293,66 @@ def test_invalid_lease_length(sessions, worker_id) -> None:
     with pytest.raises(InvalidInput, match="lease_seconds=0 is invalid"), \
             session_scope(sessions) as s:
         claim_evaluation(s, worker_id, lease_seconds=0)
+
+
+def test_a_failed_representatives_class_trains_its_next_member(sessions, unique_name,
+                                                               worker_id) -> None:
+    with session_scope(sessions) as s:
+        sid = create_search(s, unique_name, "seg", "miou", evolution={"budget": 3},
+                            start=True).id
+        rep = submit_candidate(s, sid, cand("-y*log(yhat)"), fingerprint="class-a",
+                               max_attempts=1)
+        m1 = submit_candidate(s, sid, cand("log(yhat)*(-y)"), fingerprint="class-a")
+        m2 = submit_candidate(s, sid, cand("-y*log(yhat) + 1"), fingerprint="class-a")
+    assert rep.outcome is SubmitOutcome.QUEUED
+    assert m1.outcome is m2.outcome is SubmitOutcome.EQUIVALENT
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+        assert lease.candidate_id == rep.candidate_id
+    with session_scope(sessions) as s:
+        fail_evaluation(s, lease, "RuntimeError: CUDA error", retry=True)  # out of attempts
+    with session_scope(sessions) as s:
+        assert get_candidate(s, rep.candidate_id).status is CandidateStatus.FAILED
+        first, second = get_candidate(s, m1.candidate_id), get_candidate(s, m2.candidate_id)
+        # the oldest member now stands for the class, with a proxy slot and an evaluation
+        assert first.status is CandidateStatus.PENDING and first.equivalent_to is None
+        assert second.status is CandidateStatus.EQUIVALENT
+        assert second.equivalent_to == first.id
+        info = get_search(s, sid)
+        assert info.evaluations_reserved == 1  # the failed slot given back, one taken
+        lease2 = claim_evaluation(s, worker_id, search_id=sid)
+        assert lease2 is not None and lease2.candidate_id == first.id
+    with session_scope(sessions) as s:
+        assert finish_evaluation(s, lease2, fitness=0.5, metrics={"miou": 0.5},
+                                 seconds=1.0) is FinishOutcome.RECORDED
+    with session_scope(sessions) as s:
+        assert get_candidate(s, m2.candidate_id).fitness == 0.5  # the class has its fitness
+        # a later child of the class joins the trained member, not the failed one
+        late = submit_candidate(s, sid, cand("y*log(1/yhat)"), fingerprint="class-a")
+    assert late.outcome is SubmitOutcome.EQUIVALENT and late.equivalent_to == first.id
+
+
+def test_a_multi_branch_child_stores_every_branchs_mutation(sessions, unique_name) -> None:
+    from alz_core.evolution import Candidate
+    from alz_core.graph import LossGraph
+    from alz_core.mutation import MutationKind
+
+    graphs = {"cls_rpn": LossGraph.parse("-y*log(yhat)"), "reg_rpn": LossGraph.parse("-log(i/e)"),
+              "cls_rcnn": LossGraph.parse("-y*log(yhat)"),
+              "reg_rcnn": LossGraph.parse("e/(i + u)")}
+    kinds = {"cls_rpn": MutationKind.INSERT, "reg_rpn": MutationKind.REPLACE,
+             "cls_rcnn": MutationKind.DELETE, "reg_rcnn": MutationKind.REINIT}
+    with session_scope(sessions) as s:
+        sid = create_search(s, unique_name, "det", "map", evolution={"budget": 2},
+                            start=True).id
+        init = submit_candidate(s, sid, Candidate.of(graphs), fingerprint="det-a")
+        child = submit_candidate(s, sid, Candidate.of(graphs), fingerprint="det-b",
+                                 parent_id=init.candidate_id, mutation=MutationKind.INSERT,
+                                 generation=1, branch_mutations=kinds)
+    with session_scope(sessions) as s:
+        assert get_candidate(s, child.candidate_id).branch_mutations == kinds
+        assert set(get_candidate(s, init.candidate_id).branch_mutations.values()) == \
+            {MutationKind.INIT}
+        with pytest.raises(Exception, match="branch_mutations"):
+            submit_candidate(s, sid, Candidate.of(graphs), fingerprint="det-c",
+                             branch_mutations={"cls_rpn": MutationKind.INSERT})

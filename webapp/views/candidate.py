@@ -195,6 +195,9 @@ def main() -> None:
     cols[2].metric("mutation", c.mutation.value)
     cols[3].metric("generation", c.generation)
     cols[4].metric("children", d.children)
+    if c.branch_mutations and len(c.branch_mutations) > 1:
+        st.caption("mutation per branch: " + ", ".join(
+            f"{b} {k.value}" for b, k in c.branch_mutations.items()))
     if st.button("Show its lineage"):
         open_candidate(c.id, "lineage")
     _formula(d)
