@@ -176,6 +176,13 @@ def fitness_history(session: Session, search_id: int) -> list[FitnessPoint]:
     return out
 
 
+def search_noise_floor(session: Session, search_id: int):  # noqa: ANN201 - NoiseFloor | None
+    """The newest noise floor of the search (``alz noise``), for the band of its chart."""
+    from .noise import noise_floor_of
+
+    return noise_floor_of(session, search_id)
+
+
 # --- the population table ------------------------------------------------------------------------
 class SortKey(str, enum.Enum):
     """Columns the population table sorts by (in SQL)."""

@@ -568,12 +568,15 @@ def cmd_search_list(args: argparse.Namespace) -> int:
 
 def cmd_search_status(args: argparse.Namespace) -> int:
     from . import get_search, worker_problems
+    from .noise import noise_floor_of
 
     with _unit_of_work(args) as s:
         info = get_search(s, args.search)
         progress = _search_progress(s, info)
         problems = worker_problems(s, info.id)
+        floor = noise_floor_of(s, info.id)
     progress["worker_problems"] = [_plain(p) for p in problems]
+    progress["noise_floor"] = None if floor is None else floor.to_json()
     if args.json:
         print(json.dumps(_search_json(info, progress)))
         return 0
@@ -591,6 +594,8 @@ def cmd_search_status(args: argparse.Namespace) -> int:
         ("best", f"{info.metric} {_fmt(info.best_fitness)}"
                  + (f"  candidate {info.best_candidate_id}: {progress['best_formula']}"
                     if info.best_candidate_id is not None else "")),
+        ("noise floor", "- (measure it: alz noise " + info.name + ")" if floor is None
+         else floor.line()),
         ("workers alive", str(progress["workers_alive"])),
         *_config_lines(info.extra),
         *[("node problem", f"worker {p.worker_id} on {p.host} skips this search: {p.problem}"

@@ -485,6 +485,53 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alz noise ------------------------------------------------------------------------------------
+def cmd_noise(args: argparse.Namespace) -> int:
+    from .noise import measure_noise, save_noise_floor
+
+    seeds = _seeds(args.seeds)
+    _positive("--proxy-iters", args.proxy_iters)
+    _positive("--procs", args.procs)
+    with _unit_of_work(args) as s:
+        from .searches import get_search
+
+        info = get_search(s, args.search)
+    with _progress() as progress:
+        bar = progress.add_task(f"noise {info.name}", total=len(seeds), info="")
+        done: list[Any] = []
+
+        def on_run(run: dict[str, Any]) -> None:
+            done.append(run)
+            progress.update(bar, completed=len(done), info=f"seed {run['seed']}: "
+                            f"{_fmt(run['fitness'])}")
+
+        try:
+            floor = measure_noise(info, loss=args.loss, seeds=seeds, max_iters=args.proxy_iters,
+                                  data_dir=args.data_dir, procs=args.procs, on_run=on_run)
+        except (StoreError, CLIError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a training failed: one line
+            raise CLIError(f"the noise measurement of search {info.id} {info.name!r} failed: "
+                           f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}") from None
+    experiment_id = None
+    if not args.no_db:
+        with _unit_of_work(args) as s:
+            experiment_id = save_noise_floor(s, info, floor)
+    if args.json:
+        print(json.dumps({"experiment_id": experiment_id, **floor.to_json()}))
+        return 0
+    _say(f"noise floor of search {info.id} {info.name!r}: {floor.line()}")
+    _say("per seed      " + ", ".join(f"{s} {_fmt(v)}" for s, v in zip(floor.seeds,
+                                                                     floor.values)))
+    secs = sorted(floor.seconds)
+    _say(f"seconds       {secs[len(secs) // 2]:.1f} per run (median), "
+         f"{floor.settings['wall_seconds']:.0f} s in all with {args.procs} process(es)")
+    if experiment_id is not None:
+        _say(f"stored as experiment {experiment_id} (shown by alz search status, the web app "
+             f"and alz report)")
+    return 0
+
+
 # --- alz report -----------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
@@ -695,6 +742,23 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     add_config_options(a, default="tiny")
     _db_options(a)
     a.set_defaults(func=cmd_ablation)
+
+    n = sub.add_parser("noise", help="the noise floor of a search's proxy task: one loss "
+                       "trained over several training seeds, stored with the search")
+    n.add_argument("search", help="search id or name")
+    n.add_argument("--loss", default="cross-entropy",
+                   help="cross-entropy (default) or a formula")
+    n.add_argument("--seeds", default="0,1,2,3,4",
+                   help="comma-separated training seeds (default 0,1,2,3,4)")
+    n.add_argument("--proxy-iters", type=int, default=None,
+                   help="training iterations per run (default: the search's proxy schedule)")
+    n.add_argument("--procs", type=int, default=1,
+                   help="processes, one seed at a time each, one torch thread each when more "
+                   "than one (default 1)")
+    n.add_argument("--data-dir", default=".alz/data", help="where the synthetic data lives")
+    n.add_argument("--no-db", action="store_true", help="do not store the result")
+    _db_options(n)
+    n.set_defaults(func=cmd_noise)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a search")
     p.add_argument("search", help="search id or name")

@@ -2,7 +2,9 @@
 
 ``kind = 'ablation'``: a search-efficiency study (``alz ablation``), its result is
 :meth:`alz_core.ablation.AblationResult.to_json`; ``kind = 'baselines'``: re-trainings of a
-search's best loss beside the catalogue's baselines (``alz baselines``). The report of a search
+search's best loss beside the catalogue's baselines (``alz baselines``); ``kind = 'noise'``
+(revision 0006): a loss trained on a search's proxy task over several seeds (``alz noise``,
+:mod:`alz_db.noise`). The report of a search
 shows the newest ablation of its task and metric and the newest baselines of the search.
 """
 
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 from .errors import InvalidInput, NotFound
 from .models import Experiment
 
-EXPERIMENT_KINDS = ("ablation", "baselines")
+EXPERIMENT_KINDS = ("ablation", "baselines", "noise")
 
 
 @dataclass(frozen=True)

@@ -405,7 +405,7 @@ class Experiment(Base):
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
 
     __table_args__ = (
-        CheckConstraint("kind IN ('ablation', 'baselines')", name="kind"),
+        CheckConstraint("kind IN ('ablation', 'baselines', 'noise')", name="kind"),
         Index("ix_experiment_kind_task_metric", "kind", "task", "metric"),
         Index("ix_experiment_search_id", "search_id"),
     )

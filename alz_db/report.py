@@ -59,6 +59,7 @@ class ReportData:
     rejection: dict[str, Any]
     ablation: dict[str, Any] | None = None
     baselines: dict[str, Any] | None = None
+    noise: Any = None  # the newest alz_db.noise.NoiseFloor of the search, if any
     generated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
@@ -128,8 +129,11 @@ def collect_report(session: Session, search_ref: int | str, *, top: int = 5,
     baselines = None if stored_b is None else {**stored_b.result,
                                                "_experiment": {"id": stored_b.id,
                                                                "name": stored_b.name}}
+    from .noise import noise_floor_of
+
     return ReportData(info, progress, rows, chain, rejection,
-                      None if ablation is None else dict(ablation), baselines)
+                      None if ablation is None else dict(ablation), baselines,
+                      noise_floor_of(session, info.id))
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -175,12 +179,18 @@ def progress_figure(data: ReportData, path: Path | None = None) -> bytes:
     if pts:
         ax.step([x for x, _ in pts], [c for _, c in pts], where="post", lw=2, color="#2ca02c",
                 label="best so far")
+    floor = data.noise
+    if floor is not None and floor.band() is not None:
+        low, high = floor.band()
+        ax.axhspan(low, high, color="#7f7f7f", alpha=0.18,
+                   label=f"noise floor: {floor.loss} ± 1 std ({len(floor.seeds)} seeds)")
+        ax.axhline(floor.mean, color="#7f7f7f", lw=1, ls="--")
     ax.set_xlabel("proxy evaluations (in the order they finished)")
     ax.set_ylabel(f"proxy {data.search.metric}")
     ax.set_title(f"search {data.search.id} {data.search.name}: {data.search.task} / "
                  f"{data.search.metric}")
     ax.grid(alpha=0.3)
-    if finite or diverged:
+    if finite or diverged or floor is not None:
         ax.legend(fontsize=8, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no proxy evaluation finished yet", ha="center", va="center",
@@ -306,6 +316,8 @@ def render_report(data: ReportData, out_dir: str | Path) -> Path:
         ["candidates", str(s.candidates)],
         ["rejection checks", f"{s.rejection_checks} ({_f(s.rejection_rate, 3)} rejected)"],
         ["best proxy fitness", _f(s.best_fitness)],
+        ["noise floor", "not measured (alz noise)" if data.noise is None
+         else _e(data.noise.line())],
         ["evolution", _e(", ".join(f"{k}={v}" for k, v in evo.items()
                                    if not isinstance(v, dict)))],
         ["seed", str(s.seed)],

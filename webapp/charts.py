@@ -29,10 +29,11 @@ def history_frame(points: Sequence[FitnessPoint], search: str = "") -> pd.DataFr
     })
 
 
-def fitness_chart(frame: pd.DataFrame, metric: str, x: str = "proxy evaluations"
-                  ) -> alt.LayerChart:
+def fitness_chart(frame: pd.DataFrame, metric: str, x: str = "proxy evaluations",
+                  noise: tuple[float, float, float] | None = None) -> alt.LayerChart:
     """Per-evaluation fitness (points; diverged runs are left out) and the best so far (a
-    step line) against proxy evaluations or time."""
+    step line) against proxy evaluations or time; ``noise`` ``(mean, low, high)`` draws the
+    noise floor: a grey band from low to high (mean ± one std over seeds) and its mean."""
     col, title = X_AXES[x]
     base = alt.Chart(frame).encode(x=alt.X(f"{col}:Q", title=title))
     points = base.mark_circle(size=70, opacity=0.7, color="#1f77b4").encode(
@@ -40,7 +41,15 @@ def fitness_chart(frame: pd.DataFrame, metric: str, x: str = "proxy evaluations"
         tooltip=["evaluation", "candidate", "fitness", "best", "elapsed_min"])
     best = base.mark_line(interpolate="step-after", color="#d62728").encode(
         y=alt.Y("best:Q", title=metric))
-    return alt.layer(points.transform_filter("isValid(datum.fitness)"), best)
+    layers = [points.transform_filter("isValid(datum.fitness)"), best]
+    if noise is not None:
+        mean, low, high = noise
+        band = pd.DataFrame({"low": [low], "high": [high], "mean": [mean]})
+        layers.insert(0, alt.Chart(band).mark_rect(opacity=0.18, color="#7f7f7f").encode(
+            y="low:Q", y2="high:Q", tooltip=["mean", "low", "high"]))
+        layers.insert(1, alt.Chart(band).mark_rule(color="#7f7f7f", strokeDash=[4, 3])
+                      .encode(y="mean:Q"))
+    return alt.layer(*layers)
 
 
 def compare_chart(frames: Mapping[str, pd.DataFrame], metric: str,

@@ -728,3 +728,31 @@ def setup(ref: Any, cfg_options: Mapping[str, Any], data_root: str | None, metri
     changes += use_search_split(cfg, split)
     rejection_labels(cfg, min(5, split.counts.get("train", 5)), 0)  # the samples load
     return changes, info, split, created
+
+
+def constant_prediction_metrics(cfg: Any, label: int = 0) -> dict[str, float]:
+    """The six metrics of predicting class ``label`` (the background) everywhere on the
+    validation dataset of an adapted config (a search's: its evaluation split), read through
+    the dataset class: the level of a network that learned nothing."""
+    import torch
+    from mmengine.registry import DefaultScope
+
+    from ..metrics import BOUNDARY_WIDTH
+    from ..seg_accumulator import finish, seg_stats
+
+    vcfg = copy.deepcopy(cfg)
+    vcfg.train_dataloader.dataset = copy.deepcopy(cfg.val_dataloader.dataset)
+    built = _build_leaves(vcfg, [dict(type="LoadAnnotations")])
+    total = None
+    ignore = int(cfg.val_evaluator.get("ignore_index", IGNORE_INDEX))
+    for _, ds in built:
+        ds.full_init()
+        num_classes = len(ds.metainfo["classes"])
+        for i in range(len(ds)):
+            with DefaultScope.overwrite_default_scope("mmseg"):
+                gt = torch.as_tensor(np.asarray(ds[i]["gt_seg_map"])).long()
+            s = seg_stats(torch.full_like(gt, label), gt, num_classes, ignore, BOUNDARY_WIDTH)
+            total = s if total is None else total + s
+    if total is None:
+        raise DatasetProblem("the evaluation split is empty")
+    return finish(total)

@@ -14,7 +14,10 @@ Create Date: 2026-12-01
   its class forever: every equivalent child waited for a fitness that never came. Now the
   class's next member is trained instead (``alz_db.queue``), which this index allows.
 
-Downgrade restores the old index; it fails if a class then has two representatives (one failed,
+* ``experiment.kind`` may be ``noise``: a search's noise floor (``alz noise``: one loss trained
+  on the search's proxy task over several seeds).
+
+Downgrade restores the old index and kinds (deleting the noise experiments); it fails if a class then has two representatives (one failed,
 one not): delete or re-link them first.
 """
 
@@ -37,9 +40,16 @@ def upgrade() -> None:
                     ["search_id", "fingerprint"], unique=True,
                     postgresql_where=sa.text("equivalent_to_id IS NULL AND fingerprint IS NOT "
                                              "NULL AND status <> 'failed'"))
+    op.drop_constraint("ck_experiment_kind", "experiment", type_="check")
+    op.create_check_constraint("ck_experiment_kind", "experiment",
+                               "kind IN ('ablation', 'baselines', 'noise')")
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM experiment WHERE kind = 'noise'")
+    op.drop_constraint("ck_experiment_kind", "experiment", type_="check")
+    op.create_check_constraint("ck_experiment_kind", "experiment",
+                               "kind IN ('ablation', 'baselines')")
     op.drop_index("uq_candidate_search_id_fingerprint", table_name="candidate")
     op.create_index("uq_candidate_search_id_fingerprint", "candidate",
                     ["search_id", "fingerprint"], unique=True,

@@ -85,8 +85,29 @@ def test_searches_page_shows_progress_and_the_fitness_history(world: World) -> N
     assert metric(at, "candidates") == "6"
     assert f"`{_canonical(FORMULAS['D'])}`" in texts(at)
     assert "5 proxy evaluations finished, 1 diverged" in texts(at)
+    assert "no noise floor measured yet (alz noise)" in texts(at)
     # no auto-refresh toggle: nothing runs
     assert not at.toggle
+
+
+def test_searches_page_draws_the_noise_floor_band(world: World) -> None:
+    from alz_db import get_search
+    from alz_db.noise import NoiseFloor, save_noise_floor, spread
+
+    values = [0.50, 0.53, 0.56]
+    floor = NoiseFloor("cross-entropy", "-y*log(yhat)", "miou", [0, 1, 2], values, [1.0] * 3,
+                       background=0.03, **spread(values))
+    engine = make_engine(world.owner_url)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            save_noise_floor(s, get_search(s, world.other_id), floor)
+    finally:
+        engine.dispose()
+    at = page("searches", search=world.other_id)
+    assert "the grey band is the noise floor, cross-entropy miou 0.5300 ± 0.0300 (3 seeds" \
+        in texts(at)
+    spec = at.get("vega_lite_chart")[0].proto.spec
+    assert '"y2"' in spec and "low" in spec  # the band is a layer of the chart
 
 
 def test_population_page_filters_sorts_and_pages_in_sql(world: World) -> None:

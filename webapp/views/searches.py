@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from alz_db import SearchStatus
-from alz_db.browse import SearchOverview, fitness_history, search_overviews
+from alz_db.browse import SearchOverview, fitness_history, search_noise_floor, search_overviews
 from webapp.charts import X_AXES, fitness_chart, history_frame
 from webapp.common import choose_search, fmt, fmt_rate, open_candidate, read
 
@@ -60,11 +60,16 @@ def _body() -> None:
         return
     frame = history_frame(points, info.name)
     x = st.radio("x axis", list(X_AXES), horizontal=True, key="searches-x")
-    st.altair_chart(fitness_chart(frame, info.metric, x), width="stretch")
+    floor = read(search_noise_floor, info.id)
+    band = None if floor is None or floor.band() is None else (floor.mean, *floor.band())
+    st.altair_chart(fitness_chart(frame, info.metric, x, band), width="stretch")
     diverged = sum(p.fitness is None for p in points)
     st.caption(f"{len(points)} proxy evaluations finished"
                + (f", {diverged} diverged (not drawn)" if diverged else "")
-               + "; the red line is the best fitness so far.")
+               + "; the red line is the best fitness so far"
+               + (f"; the grey band is the noise floor, {floor.line()} (alz noise)"
+                  if band is not None else "; no noise floor measured yet (alz noise)")
+               + ".")
 
 
 st.title("Searches")

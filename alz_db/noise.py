@@ -1,0 +1,227 @@
+"""The noise floor of a search's proxy task: one loss trained over several training seeds.
+
+A proxy fitness is one sample of a noisy training: the same loss, trained again with another
+seed (initial weights, data order), scores differently. :func:`measure_noise` trains one loss
+(default: cross-entropy) on exactly the search's proxy task (its config, overrides, data, search
+split and schedule) once per seed, and returns the spread: per-seed values, mean, standard
+deviation (n - 1), min and max. For segmentation it also gives the all-background prediction's
+metric on the same evaluation images, the level of a network that learned nothing. It is stored
+as an ``experiment`` of kind ``noise`` linked to the search (:func:`save_noise_floor`); ``alz
+search status``, the web app's search page and ``alz report`` show the newest one beside the
+search's fitnesses.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from .errors import InvalidInput
+from .records import SearchInfo
+
+#: the losses ``alz noise --loss NAME`` knows by name (else a formula)
+NAMED_LOSSES = {"cross-entropy": "-y*log(yhat)"}
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """The spread of one loss's proxy fitness over training seeds (JSON: :meth:`to_json`)."""
+
+    loss: str
+    formula: str
+    metric: str
+    seeds: list[int]
+    values: list[float | None]  # None: that seed's training diverged
+    seconds: list[float]
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    background: float | None = None  # the all-background prediction's metric (seg)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> int:
+        return sum(v is None for v in self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "diverged": self.diverged}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NoiseFloor:
+        keys = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in keys})
+
+    def band(self) -> tuple[float, float] | None:
+        """mean - std .. mean + std, the band the web app draws."""
+        if self.mean is None or self.std is None:
+            return None
+        return self.mean - self.std, self.mean + self.std
+
+    def line(self) -> str:
+        """``cross-entropy miou 0.512 ± 0.012 (5 seeds, 0.49 - 0.53)``."""
+        if self.mean is None:
+            return f"{self.loss}: every seed diverged"
+        text = (f"{self.loss} {self.metric} {self.mean:.4f} ± {self.std:.4f} "
+                f"({len(self.seeds)} seeds, {self.min:.4f} - {self.max:.4f}")
+        if self.diverged:
+            text += f", {self.diverged} diverged"
+        text += ")"
+        if self.background is not None:
+            text += f"; all-background {self.background:.4f}"
+        return text
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float | None]:
+    """mean, std (n - 1; 0 for one value), min and max of the finite values."""
+    xs = [v for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(xs), "max": max(xs)}
+
+
+def _formula(loss: str) -> tuple[str, str]:
+    from alz_core.errors import InvalidValue
+    from alz_core.graph import LossGraph
+
+    formula = NAMED_LOSSES.get(loss, loss)
+    try:
+        text = LossGraph.parse(formula).text
+    except InvalidValue as exc:
+        raise InvalidInput(f"--loss {loss!r} is invalid: {exc}") from None
+    return (loss if loss in NAMED_LOSSES else text), text
+
+
+def _one_seed(info: SearchInfo, formula: str, seed: int, max_iters: int | None,
+              data_dir: str, torch_threads: int | None) -> dict[str, Any]:
+    """One training of ``formula`` on the search's proxy task (in this or a spawned process)."""
+    from alz_core.evolution import Candidate
+    from alz_core.graph import LossGraph
+
+    from .retrain import build_training_task
+
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(int(torch_threads))
+    task, _ = build_training_task(info, config=None, max_iters=max_iters,
+                                  data_dir=Path(data_dir), torch_threads=torch_threads,
+                                  default="search")
+    branch = next(iter(task.branches))
+    work = Path(tempfile.mkdtemp(prefix="alz-noise-"))
+    try:
+        result = task.run(Candidate.of(LossGraph.parse(formula), branch=branch).graphs,
+                          info.metric, work, seed=seed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"seed": seed, "fitness": result.fitness, "seconds": round(result.seconds, 2),
+            "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, float)}}
+
+
+def _background(info: SearchInfo, max_iters: int | None, data_dir: str) -> float | None:
+    """The all-background prediction's metric on the search's evaluation images (seg)."""
+    if info.task != "seg":
+        return None
+    from alz_core.graph import LossGraph
+
+    from .retrain import build_training_task
+
+    task, _ = build_training_task(info, config=None, max_iters=max_iters,
+                                  data_dir=Path(data_dir), default="search")
+    from alz_core.tasks.seg import constant_prediction_metrics
+
+    cfg = task.build_config(LossGraph.parse("-y*log(yhat)"), info.metric,
+                            Path(tempfile.mkdtemp(prefix="alz-noise-")))
+    return float(constant_prediction_metrics(cfg)[info.metric])
+
+
+def measure_noise(info: SearchInfo, *, loss: str = "cross-entropy",
+                  seeds: Sequence[int] = (0, 1, 2, 3, 4), max_iters: int | None = None,
+                  data_dir: Path | str = ".alz/data", procs: int = 1,
+                  on_run: Callable[[dict[str, Any]], None] | None = None) -> NoiseFloor:
+    """Train ``loss`` (a name of :data:`NAMED_LOSSES` or a formula) on the search's proxy task
+    once per seed (in ``procs`` processes, one torch thread each when more than one) and
+    return the spread. Raises :class:`InvalidInput` for a bad loss or seed list, a task that
+    has several branches, or a task that cannot be built here."""
+    from alz_core.tasks.registry import get_task
+
+    name, formula = _formula(loss)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise InvalidInput(f"seeds={seeds!r} is invalid: expected distinct integers >= 0")
+    if len(get_task(info.task).branches) != 1:
+        raise InvalidInput(f"task {info.task!r} has several branches: a noise floor trains one "
+                           f"loss on a single-branch task (seg, pose)")
+    if procs < 1:
+        raise InvalidInput(f"procs={procs} is invalid: expected an integer >= 1")
+    iters = max_iters if max_iters is not None else info.extra.get("max_iters")
+    data_dir = str(Path(data_dir).resolve())
+    t0 = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    threads = 1 if procs > 1 else None
+    if procs == 1:
+        for seed in seeds:
+            runs.append(_one_seed(info, formula, seed, iters, data_dir, threads))
+            if on_run is not None:
+                on_run(runs[-1])
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_one_seed, info, formula, seed, iters, data_dir, threads)
+                       for seed in seeds]
+            for fut in as_completed(futures):
+                runs.append(fut.result())
+                if on_run is not None:
+                    on_run(runs[-1])
+        runs.sort(key=lambda r: seeds.index(r["seed"]))
+    values = [r["fitness"] for r in runs]
+    return NoiseFloor(
+        loss=name, formula=formula, metric=info.metric, seeds=seeds, values=values,
+        seconds=[r["seconds"] for r in runs], **spread(values),
+        background=_background(info, iters, data_dir),
+        settings={"proxy_iters": iters, "procs": procs,
+                  "config": info.extra.get("config_name") or info.extra.get("config"),
+                  "wall_seconds": round(time.perf_counter() - t0, 1),
+                  "runs": runs})
+
+
+def save_noise_floor(session: Session, info: SearchInfo, floor: NoiseFloor) -> int:
+    """Store the floor as an experiment of kind ``noise`` of the search; its id."""
+    from .experiments import save_experiment
+
+    return save_experiment(session, "noise", f"noise-{info.name}-{floor.loss}"[:200],
+                           task=info.task, metric=info.metric, search_id=info.id,
+                           config={"loss": floor.loss, "formula": floor.formula,
+                                   "seeds": floor.seeds, **{k: v for k, v in
+                                                            floor.settings.items()
+                                                            if k != "runs"}},
+                           result=floor.to_json())
+
+
+def noise_floor_of(session: Session, search_id: int) -> NoiseFloor | None:
+    """The newest noise floor stored for the search, or ``None``."""
+    from sqlalchemy import select
+
+    from .models import Experiment
+
+    row = session.execute(select(Experiment.result).where(
+        Experiment.search_id == search_id, Experiment.kind == "noise")
+        .order_by(Experiment.created_at.desc(), Experiment.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return None if row is None else NoiseFloor.from_json(dict(row))
+
+
+__all__ = ["NAMED_LOSSES", "NoiseFloor", "measure_noise", "noise_floor_of", "save_noise_floor",
+           "spread"]
