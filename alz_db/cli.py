@@ -476,6 +476,9 @@ def cmd_search_create(args: argparse.Namespace) -> int:
     if args.proxy_iters is not None and args.proxy_iters < 1:
         raise CLIError(f"--proxy-iters={args.proxy_iters} is invalid: expected an integer "
                        f">= 1")
+    if not 1 <= args.proxy_seeds <= 100:
+        raise CLIError(f"--proxy-seeds={args.proxy_seeds} is invalid: expected an integer in "
+                       f"[1, 100]")
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         raise CLIError(f"--data-root {args.data_root}: not a directory")
     options = _cfg_options(args)
@@ -490,6 +493,7 @@ def cmd_search_create(args: argparse.Namespace) -> int:
         extra = setup.extra()
         if args.proxy_iters is not None:
             extra["max_iters"] = args.proxy_iters  # the key the workers read (alz_db.worker)
+        extra["proxy_seeds"] = args.proxy_seeds
         with db.session() as s:
             info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
                                  evolution=evolution, extra=extra)
@@ -621,6 +625,9 @@ def _config_lines(extra: dict) -> list[tuple[str, str]]:
         lines.append(("override", f"{k}={v!r}"))
     for line in extra.get("config_changes") or []:
         lines.append(("changes", line))
+    if int(extra.get("proxy_seeds") or 1) > 1:
+        lines.append(("proxy seeds", f"{extra['proxy_seeds']} per candidate (fitness: their "
+                                     f"mean)"))
     if extra.get("data_root"):
         ds = extra.get("dataset") or {}
         lines.append(("data", f"{extra['data_root']}" + (
@@ -909,8 +916,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         t = Table("id", "kind", "status", "attempts", "worker", "fitness", "seconds", "metrics",
                   title="evaluations")
         for e in d["evaluations"]:
+            shown = {k: v for k, v in (e["metrics"] or {}).items() if k != "seeds"}
             metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in (e["metrics"] or {}).items())
+                                for k, v in shown.items())
+            seeds = (e["metrics"] or {}).get("seeds")
+            if seeds:
+                metrics += "; per seed " + ", ".join(
+                    f"{x['seed']} " + ("diverged" if x["diverged"] else f"{x['fitness']:.4f}")
+                    for x in seeds)
             status = e["status"] + (f" ({e['error']})" if e["error"] else "")
             t.add_row(str(e["id"]), e["kind"], status, str(e["attempts"]),
                       str(e["worker_id"] or "-"),
@@ -1064,6 +1077,9 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     c.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
     c.add_argument("--proxy-iters", type=int, default=None,
                    help="training iterations per proxy run (default: the task config's)")
+    c.add_argument("--proxy-seeds", type=int, default=1,
+                   help="train each candidate with N seeds (the search's seed and the next "
+                   "N - 1); its fitness is their mean, each seed's run is kept (default 1)")
     add_config_options(c, default="tiny")
     c.add_argument("--data-root", default=None,
                    help="dataset of the proxy runs, read by the config's dataset class "

@@ -118,6 +118,7 @@ EXTRA_KEYS: dict[str, str] = {
     "config_sha256": "digest of the config at creation; a node whose copy differs skips the "
                      "search",
     "max_iters": "training iterations per proxy run (default: the config's)",
+    "proxy_seeds": "training seeds per proxy evaluation, the fitness their mean (default 1)",
     "cfg_options": "mapping merged into the mmengine config first (mmengine's --cfg-options)",
     "torch_threads": "torch intra-op threads per worker (default: the worker's setting)",
     "rejection_size": "side in pixels of the rejection samples (default 64)",
@@ -415,8 +416,7 @@ class _Worker:
                                             f"a{lease.attempt}"
         self._hold(lease)
         try:
-            result = ctx.task.run(lease.candidate.graphs, ctx.info.metric, work_dir,
-                                  seed=ctx.info.seed)
+            result = _run_proxy(ctx, lease, work_dir)
         except _Abandon:
             self._release(lease)
             return
@@ -575,6 +575,28 @@ class _Worker:
 
     def _any_running(self) -> bool:
         return any(i.status is SearchStatus.RUNNING for i in self.call(self._selected))
+
+
+def proxy_seeds(info: SearchInfo) -> list[int]:
+    """The training seeds of each proxy evaluation: ``search.seed`` and, with ``--proxy-seeds
+    N``, the next N - 1 integers."""
+    n = int(info.extra.get("proxy_seeds") or 1)
+    return [info.seed + k for k in range(n)]
+
+
+def _run_proxy(ctx: _SearchContext, lease: Lease, work_dir: Path) -> Any:
+    """The candidate's proxy result: one training per seed of :func:`proxy_seeds`, combined
+    (:func:`alz_core.tasks.base.combine_seeds`) when there are several."""
+    from alz_core.tasks.base import combine_seeds
+
+    seeds = proxy_seeds(ctx.info)
+    if len(seeds) == 1:
+        return ctx.task.run(lease.candidate.graphs, ctx.info.metric, work_dir, seed=seeds[0])
+    runs = []
+    for seed in seeds:
+        runs.append((seed, ctx.task.run(lease.candidate.graphs, ctx.info.metric,
+                                        work_dir / f"seed{seed}", seed=seed)))
+    return combine_seeds(runs, ctx.info.metric)
 
 
 def _snapshot(session: Session, search_id: int, size: int,

@@ -33,6 +33,38 @@ class ProxyResult:
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
+def combine_seeds(runs: list[tuple[int, ProxyResult]], metric: str) -> ProxyResult:
+    """One result for a candidate trained once per seed (``alz search create --proxy-seeds
+    N``): the fitness is the mean of the seeds' fitnesses, a diverged seed counting as 0 (the
+    metrics' floor: a loss that diverges on some seeds is worse than one that never does);
+    every seed diverged: diverged. ``metrics`` are the means over the finished seeds, plus
+    ``fitness_std`` (n - 1) and ``seeds``, each seed's fitness and metrics; the loss curve is
+    the first seed's."""
+    if not runs:
+        raise ValueError("combine_seeds needs at least one run")
+    fitnesses = [0.0 if r.diverged or r.fitness is None else float(r.fitness) for _, r in runs]
+    finished = [r for _, r in runs if not r.diverged]
+    diverged = not finished
+    mean = sum(fitnesses) / len(fitnesses)
+    std = (sum((f - mean) ** 2 for f in fitnesses) / (len(fitnesses) - 1)) ** 0.5 \
+        if len(fitnesses) > 1 else 0.0
+    keys = sorted({k for r in finished for k, v in r.metrics.items() if isinstance(v, float)})
+    metrics: dict[str, Any] = {k: sum(float(r.metrics[k]) for r in finished if k in r.metrics)
+                               / max(1, sum(k in r.metrics for r in finished)) for k in keys}
+    if not diverged:
+        metrics[metric] = mean
+    metrics["fitness_std"] = std
+    metrics["seeds"] = [{"seed": seed, "fitness": None if r.diverged else r.fitness,
+                         "diverged": r.diverged, "iterations": r.iterations,
+                         "seconds": round(r.seconds, 2),
+                         "metrics": {k: v for k, v in r.metrics.items()
+                                     if isinstance(v, float)}} for seed, r in runs]
+    first = runs[0][1]
+    return ProxyResult(metrics=metrics, fitness=None if diverged else mean, losses=first.losses,
+                       seconds=sum(r.seconds for _, r in runs), iterations=first.iterations,
+                       diverged=diverged, extra={**first.extra, "seeds": len(runs)})
+
+
 class ProxyTask(Protocol):
     """A task the search can score candidates on (seg, det, ins, pose)."""
 

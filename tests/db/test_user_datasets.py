@@ -176,3 +176,25 @@ def test_alz_data_prepare_bad_input_is_one_line(capsys, argv, message) -> None:
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.mm
+def test_proxy_seeds_train_each_candidate_with_several_seeds(capsys, sessions, db_url,
+                                                             unique_name, tmp_path) -> None:
+    root = datasets.voc_with_own_splits(tmp_path / "VOC2012")
+    data = _create(capsys, db_url, unique_name, "--data-root", root, "--proxy-seeds", "2",
+                   "--seed", "5")
+    assert data["config"]["extra"]["proxy_seeds"] == 2
+    _search_runs(sessions, db_url, data["id"], tmp_path)
+    with session_scope(sessions) as s:
+        rows = s.execute(text("SELECT fitness, metrics FROM evaluation WHERE search_id = :s"),
+                         {"s": data["id"]}).all()
+    for fitness, metrics in rows:
+        seeds = metrics["seeds"]
+        assert [x["seed"] for x in seeds] == [5, 6]  # the search's seed and the next
+        values = [0.0 if x["diverged"] else x["fitness"] for x in seeds]
+        if fitness is not None:
+            assert fitness == pytest.approx(sum(values) / 2)
+            assert metrics["fitness_std"] >= 0.0
+    code = main(["search", "status", str(data["id"]), "--database-url", db_url])
+    assert code == 0 and "proxy seeds   2 per candidate" in capsys.readouterr().out
