@@ -746,8 +746,10 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     n = sub.add_parser("noise", help="the noise floor of a search's proxy task: one loss "
                        "trained over several training seeds, stored with the search")
     n.add_argument("search", help="search id or name")
-    n.add_argument("--loss", default="cross-entropy",
-                   help="cross-entropy (default) or a formula")
+    n.add_argument("--loss", default="default",
+                   help="default (each branch's standard loss: cross-entropy, the IoU loss "
+                   "-log(i/u) for boxes, squared error for heatmaps), cross-entropy, or a "
+                   "formula (single-branch tasks)")
     n.add_argument("--seeds", default="0,1,2,3,4",
                    help="comma-separated training seeds (default 0,1,2,3,4)")
     n.add_argument("--proxy-iters", type=int, default=None,

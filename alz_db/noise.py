@@ -27,8 +27,11 @@ from sqlalchemy.orm import Session
 from .errors import InvalidInput
 from .records import SearchInfo
 
-#: the losses ``alz noise --loss NAME`` knows by name (else a formula)
+#: the losses ``alz noise --loss NAME`` knows by name (else a formula, for a single-branch task)
 NAMED_LOSSES = {"cross-entropy": "-y*log(yhat)"}
+#: ``--loss default``: each branch kind's standard loss (cross-entropy; the IoU loss for box
+#: regression; squared error for heatmaps, which is K times mmpose's KeypointMSELoss)
+DEFAULT_BY_KIND = {"dense": "-y*log(yhat)", "box": "-log(i/u)", "heatmap": "(yhat - y)^2"}
 
 
 @dataclass(frozen=True)
@@ -90,22 +93,36 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
     return {"mean": mean, "std": std, "min": min(xs), "max": max(xs)}
 
 
-def _formula(loss: str) -> tuple[str, str]:
+def _formulas(loss: str, task: str) -> tuple[str, dict[str, str]]:
+    """(name, {branch: formula}) of ``loss`` on ``task``'s branches."""
     from alz_core.errors import InvalidValue
     from alz_core.graph import LossGraph
+    from alz_core.tasks.registry import get_task
 
+    branches = get_task(task).branches
+    if loss == "default":
+        kinds = {k.value for k in branches.values()}
+        name = {frozenset({"dense"}): "cross-entropy", frozenset({"heatmap"}): "squared error",
+                frozenset({"dense", "box"}): "cross-entropy + IoU loss"}[frozenset(kinds)]
+        return name, {b: DEFAULT_BY_KIND[k.value] for b, k in branches.items()}
+    if len(branches) != 1 and loss not in NAMED_LOSSES:
+        raise InvalidInput(f"--loss {loss!r} is invalid for task {task!r}: it has several "
+                           f"branches; use --loss default (each branch's standard loss)")
+    if loss in NAMED_LOSSES and any(k.value != "dense" for k in branches.values()):
+        raise InvalidInput(f"--loss {loss!r} is invalid for task {task!r}: it has non-dense "
+                           f"branches; use --loss default or a formula")
     formula = NAMED_LOSSES.get(loss, loss)
     try:
         text = LossGraph.parse(formula).text
     except InvalidValue as exc:
         raise InvalidInput(f"--loss {loss!r} is invalid: {exc}") from None
-    return (loss if loss in NAMED_LOSSES else text), text
+    return (loss if loss in NAMED_LOSSES else text), {b: text for b in branches}
 
 
-def _one_seed(info: SearchInfo, formula: str, seed: int, max_iters: int | None,
+def _one_seed(info: SearchInfo, formulas: dict[str, str], seed: int, max_iters: int | None,
               data_dir: str, torch_threads: int | None) -> dict[str, Any]:
-    """One training of ``formula`` on the search's proxy task (in this or a spawned process)."""
-    from alz_core.evolution import Candidate
+    """One training of the branches' ``formulas`` on the search's proxy task (in this or a
+    spawned process)."""
     from alz_core.graph import LossGraph
 
     from .retrain import build_training_task
@@ -117,11 +134,10 @@ def _one_seed(info: SearchInfo, formula: str, seed: int, max_iters: int | None,
     task, _ = build_training_task(info, config=None, max_iters=max_iters,
                                   data_dir=Path(data_dir), torch_threads=torch_threads,
                                   default="search")
-    branch = next(iter(task.branches))
     work = Path(tempfile.mkdtemp(prefix="alz-noise-"))
     try:
-        result = task.run(Candidate.of(LossGraph.parse(formula), branch=branch).graphs,
-                          info.metric, work, seed=seed)
+        result = task.run({b: LossGraph.parse(f) for b, f in formulas.items()}, info.metric,
+                          work, seed=seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"seed": seed, "fitness": result.fitness, "seconds": round(result.seconds, 2),
@@ -145,23 +161,21 @@ def _background(info: SearchInfo, max_iters: int | None, data_dir: str) -> float
     return float(constant_prediction_metrics(cfg)[info.metric])
 
 
-def measure_noise(info: SearchInfo, *, loss: str = "cross-entropy",
+def measure_noise(info: SearchInfo, *, loss: str = "default",
                   seeds: Sequence[int] = (0, 1, 2, 3, 4), max_iters: int | None = None,
                   data_dir: Path | str = ".alz/data", procs: int = 1,
                   on_run: Callable[[dict[str, Any]], None] | None = None) -> NoiseFloor:
-    """Train ``loss`` (a name of :data:`NAMED_LOSSES` or a formula) on the search's proxy task
-    once per seed (in ``procs`` processes, one torch thread each when more than one) and
-    return the spread. Raises :class:`InvalidInput` for a bad loss or seed list, a task that
-    has several branches, or a task that cannot be built here."""
-    from alz_core.tasks.registry import get_task
-
-    name, formula = _formula(loss)
+    """Train ``loss`` on the search's proxy task once per seed (in ``procs`` processes, one
+    torch thread each when more than one) and return the spread. ``loss``: ``default`` (each
+    branch's standard loss, :data:`DEFAULT_BY_KIND`), a name of :data:`NAMED_LOSSES`, or a
+    formula (single-branch tasks). Raises :class:`InvalidInput` for a bad loss or seed list,
+    or a task that cannot be built here."""
+    name, formulas = _formulas(loss, info.task)
+    formula = "; ".join(f"{b}: {f}" for b, f in formulas.items()) if len(formulas) > 1 else \
+        next(iter(formulas.values()))
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise InvalidInput(f"seeds={seeds!r} is invalid: expected distinct integers >= 0")
-    if len(get_task(info.task).branches) != 1:
-        raise InvalidInput(f"task {info.task!r} has several branches: a noise floor trains one "
-                           f"loss on a single-branch task (seg, pose)")
     if procs < 1:
         raise InvalidInput(f"procs={procs} is invalid: expected an integer >= 1")
     iters = max_iters if max_iters is not None else info.extra.get("max_iters")
@@ -171,7 +185,7 @@ def measure_noise(info: SearchInfo, *, loss: str = "cross-entropy",
     threads = 1 if procs > 1 else None
     if procs == 1:
         for seed in seeds:
-            runs.append(_one_seed(info, formula, seed, iters, data_dir, threads))
+            runs.append(_one_seed(info, formulas, seed, iters, data_dir, threads))
             if on_run is not None:
                 on_run(runs[-1])
     else:
@@ -179,7 +193,7 @@ def measure_noise(info: SearchInfo, *, loss: str = "cross-entropy",
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(procs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_one_seed, info, formula, seed, iters, data_dir, threads)
+            futures = [pool.submit(_one_seed, info, formulas, seed, iters, data_dir, threads)
                        for seed in seeds]
             for fut in as_completed(futures):
                 runs.append(fut.result())
