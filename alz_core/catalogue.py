@@ -86,3 +86,29 @@ def get_entry(name: str) -> CatalogueEntry:
 def entries(task: str | None = None, source: str | None = None) -> list[CatalogueEntry]:
     return [e for e in CATALOGUE
             if (task is None or e.task == task) and (source is None or e.source == source)]
+
+
+def rediscovered(graph: LossGraph, task: str, problem: object,
+                 branch: str | None = None) -> CatalogueEntry | None:
+    """The catalogue loss (of ``task``, on ``branch``) whose gradient ``graph``'s is a positive
+    multiple of at the rejection problem's start (equal scale-free fingerprints), or ``None``:
+    e.g. ``mean_c(-y*log(yhat))`` (cross-entropy divided by C) rediscovers cross-entropy.
+    ``problem``: a dense or heatmap rejection problem (its ``targets`` and start)."""
+    import torch
+
+    from .equivalence import scale_free_fingerprint
+
+    if getattr(problem, "kind", None) is BranchKind.DENSE:
+        probe = {"yhat": torch.softmax(problem.init_logits.double(), 1), "y": problem.targets}
+    elif getattr(problem, "kind", None) is BranchKind.HEATMAP:
+        probe = {"yhat": problem.init_heatmaps.double(), "y": problem.targets.double()}
+    else:
+        return None
+    mine = scale_free_fingerprint(graph, probe, "yhat")
+    if mine is None:
+        return None
+    for e in entries(task):
+        if (branch is None or e.branch == branch) and e.kind is problem.kind \
+                and scale_free_fingerprint(e.graph, probe, "yhat") == mine:
+            return e
+    return None

@@ -672,22 +672,46 @@ def _stop_processes(procs: list, grace_s: float = 30.0) -> None:
             p.join(5)
 
 
+def _rediscoveries(info, formulas: list[str]) -> list[str | None]:  # noqa: ANN001
+    """For each formula of a single-branch search: the catalogue loss it is a positive multiple
+    of in gradient (``cross_entropy``, ...), else ``None``."""
+    from alz_core.catalogue import rediscovered
+    from alz_core.graph import LossGraph
+    from alz_core.tasks.registry import get_task, rejection_problems
+
+    if len(get_task(info.task).branches) != 1:
+        return [None] * len(formulas)
+    try:
+        (branch, problem), = rejection_problems(info.task, info.metric, info.rejection).items()
+    except Exception:  # noqa: BLE001 - labels are a courtesy; never fail the command for them
+        return [None] * len(formulas)
+    out = []
+    for f in formulas:
+        e = rediscovered(LossGraph.parse(f), info.task, problem, branch)
+        out.append(None if e is None else e.name)
+    return out
+
+
 def _print_result(db: _Database, search_id: int, limit: int = 5) -> None:
     from alz_core.display import simplified_text
 
     from . import get_candidate, get_search, leaderboard
+    from .noise import noise_floor_of
 
     with db.session() as s:
         info = get_search(s, search_id)
         top = leaderboard(s, info.id, limit=limit)
         best = get_candidate(s, top[0].candidate_id) if top else None
+        floor = noise_floor_of(s, info.id)
     _say(f"search {info.id} {info.name!r} {info.status.value}: "
                       f"{info.evaluations_done} of {info.budget} proxy evaluations, "
                       f"{info.candidates} candidates, {info.rejection_checks} rejection checks "
                       f"({_rate(info.rejection_rate)} rejected)")
-    for e in top:
+    labels = _rediscoveries(info, [e.formula for e in top])
+    for e, same in zip(top, labels):
         _say(f"#{e.rank}  {info.metric} {_fmt(e.fitness)}  candidate "
-                          f"{e.candidate_id}  {e.formula}")
+             f"{e.candidate_id}  {e.formula}"
+             + (f"   [rediscovers {same.replace('_', '-')} up to scale]" if same else ""))
     if best is not None:
         graph = best.candidate.branches[0][1]
         if len(best.candidate.branches) == 1:
@@ -695,6 +719,22 @@ def _print_result(db: _Database, search_id: int, limit: int = 5) -> None:
         _say(f"best loss: {best.formula}")
     else:
         _say("best loss: - (no proxy evaluation finished yet)")
+    if floor is None:
+        _say(f"noise floor: not measured (alz noise {info.name})")
+        return
+    _say(f"noise floor: {floor.line()}")
+    if info.seed in floor.seeds and floor.values[floor.seeds.index(info.seed)] is not None:
+        _say(f"{floor.loss} with this search's training seed {info.seed}: "
+             f"{_fmt(floor.values[floor.seeds.index(info.seed)])}")
+    band = floor.band()
+    for e, same in zip(top, labels):
+        if e.fitness is None or band is None:
+            continue
+        where = "above" if e.fitness > band[1] else "inside" if e.fitness >= band[0] else \
+            "below"
+        note = f", {same.replace('_', '-')} rescaled" if same else ""
+        _say(f"  #{e.rank} {_fmt(e.fitness)} is {where} {floor.loss}'s band "
+             f"{band[0]:.4f} - {band[1]:.4f}{note}")
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:

@@ -182,3 +182,16 @@ def test_stored_configs_without_the_new_keys_run_as_before() -> None:
     assert old.tournament_min_size == 1 and EvolutionConfig().tournament_min_size == 2
     rej = RejectionConfig(**LEGACY_REJECTION)
     assert rej.fingerprint_scheme == "global_cut" and rej.boundary_targets is False
+
+
+def test_a_rescaled_cross_entropy_is_labelled_a_rediscovery() -> None:
+    from alz_core.catalogue import rediscovered
+
+    problem = seg_rejection_problem("miou", RejectionConfig(), size=16)
+    for text in ("mean_c(-y*log(yhat))", "-y*log(yhat)*7 + y", "log(inv(yhat))*y"):
+        found = rediscovered(LossGraph.parse(text), "seg", problem, "seg")
+        assert found is not None and found.name == "cross_entropy", text
+    assert rediscovered(LossGraph.parse("log(yhat*y)^2"), "seg", problem, "seg") is None
+    table9 = LossGraph.parse(f"({TABLE9['miou']})*3")
+    found = rediscovered(table9, "seg", problem, "seg")
+    assert found is not None and found.metric == "miou" and found.source == "seed Table 9"
