@@ -55,7 +55,8 @@ from .searches import get_search
 from .tuning import StudyInfo, TrialRecord, studies_of, trials_for_candidate
 
 #: a running worker whose heartbeat is older than this is not counted as alive (as `alz`)
-WORKER_SILENT_SECONDS = 120.0
+from .workers import WORKER_SILENT_SECONDS  # noqa: E402 - one definition of "alive"
+
 #: the largest page the population table serves
 MAX_PAGE_SIZE = 1000
 
@@ -174,6 +175,13 @@ def fitness_history(session: Session, search_id: int) -> list[FitnessPoint]:
         out.append(FitnessPoint(n, r.candidate_id, f, best, r.finished_at,
                                 max(0.0, (r.finished_at - start).total_seconds())))
     return out
+
+
+def search_workers(session: Session, search_id: int) -> list[Any]:
+    """The workers alive on the search, with their devices (``WorkerRecord``)."""
+    from .workers import alive_workers
+
+    return alive_workers(session, search_id)
 
 
 def search_noise_floor(session: Session, search_id: int):  # noqa: ANN201 - NoiseFloor | None

@@ -237,8 +237,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- the database: where it is, and its revision ----------------------------------------------
-#: a running worker whose heartbeat is older than this is not counted as alive
-WORKER_SILENT_SECONDS = 120.0
+from .workers import WORKER_SILENT_SECONDS  # noqa: E402 - one definition of "alive"
+
 #: how often `alz search run` reads the search's progress
 POLL_SECONDS = 1.0
 
@@ -357,23 +357,20 @@ def _candidate_ref(text: str) -> int:
 def _search_progress(s, info) -> dict:  # noqa: ANN001 - Session, SearchInfo
     """Status counters of a search beyond its own row: evaluations by status, workers alive
     and the best formula."""
-    from datetime import timedelta
 
-    from sqlalchemy import func, or_, select
+    from sqlalchemy import func, select
 
-    from .enums import EvalStatus, WorkerStatus
+    from .enums import EvalStatus
     from .models import Candidate as CandidateRow
-    from .models import Evaluation, Worker
+    from .models import Evaluation
 
     by_status = dict(s.execute(
         select(Evaluation.status, func.count()).where(Evaluation.search_id == info.id)
         .group_by(Evaluation.status)).all())
     counts = {st.value: int(by_status.get(st, 0)) for st in EvalStatus}
-    alive = s.execute(
-        select(func.count()).select_from(Worker)
-        .where(Worker.status == WorkerStatus.RUNNING,
-               Worker.heartbeat_at > func.now() - timedelta(seconds=WORKER_SILENT_SECONDS),
-               or_(Worker.search_id == info.id, Worker.search_id.is_(None)))).scalar_one()
+    from .workers import alive_workers
+
+    alive = len(alive_workers(s, info.id, WORKER_SILENT_SECONDS))
     best_formula = None
     if info.best_candidate_id is not None:
         best_formula = s.execute(select(CandidateRow.formula).where(
@@ -579,7 +576,9 @@ def cmd_search_status(args: argparse.Namespace) -> int:
         progress = _search_progress(s, info)
         problems = worker_problems(s, info.id)
         floor = noise_floor_of(s, info.id)
+        workers = _alive_workers(s, info.id)
     progress["worker_problems"] = [_plain(p) for p in problems]
+    progress["workers"] = [_plain(w) for w in workers]
     progress["noise_floor"] = None if floor is None else floor.to_json()
     if args.json:
         print(json.dumps(_search_json(info, progress)))
@@ -601,6 +600,7 @@ def cmd_search_status(args: argparse.Namespace) -> int:
         ("noise floor", "- (measure it: alz noise " + info.name + ")" if floor is None
          else floor.line()),
         ("workers alive", str(progress["workers_alive"])),
+        *[("worker", _worker_line(w)) for w in workers],
         *_config_lines(info.extra),
         *[("node problem", f"worker {p.worker_id} on {p.host} skips this search: {p.problem}"
            f" ({p.count}x, last {_when(p.last_at)})") for p in problems],
@@ -611,6 +611,18 @@ def cmd_search_status(args: argparse.Namespace) -> int:
     for key, value in lines:
         _say(f"{key:<14}{value}")
     return 0
+
+
+def _alive_workers(s, search_id: int) -> list:  # noqa: ANN001 - Session -> [WorkerRecord]
+    from .workers import alive_workers
+
+    return alive_workers(s, search_id, WORKER_SILENT_SECONDS)
+
+
+def _worker_line(w) -> str:  # noqa: ANN001 - WorkerRecord
+    memory = "" if w.device_memory_mb is None else f", {w.device_memory_mb / 1024:.0f} GiB"
+    name = "" if not w.device_name else f" ({w.device_name}{memory})"
+    return f"{w.id} on {w.host} pid {w.pid}: {w.device}{name}"
 
 
 def _config_lines(extra: dict) -> list[tuple[str, str]]:

@@ -160,6 +160,9 @@ class Worker(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(64))
+    # revision 0007: the device as the worker process sees it
+    device_name: Mapped[str | None] = mapped_column(String(200))
+    device_memory_mb: Mapped[int | None] = mapped_column(BigInteger)
     search_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("search.id", ondelete="SET NULL"))
     status: Mapped[WorkerStatus] = mapped_column(_enum(WorkerStatus, 16),

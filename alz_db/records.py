@@ -204,6 +204,8 @@ class WorkerRecord:
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
+    device_name: str | None = None
+    device_memory_mb: int | None = None
 
 
 @dataclass(frozen=True)

@@ -294,8 +294,11 @@ class _Worker:
             except Exception:
                 self.engine.dispose()
                 raise
+        from alz_core.devices import device_info
+
+        name, memory = device_info(device)
         self.worker_id = self.call(register_worker, socket.gethostname(), os.getpid(), device,
-                                   search_id)
+                                   search_id, device_name=name, device_memory_mb=memory)
         self.summary = WorkerSummary(self.worker_id)
         _ABORT_CHECKS[self.token] = lambda: self.stop.is_set() or self._lease_lost.is_set()
 

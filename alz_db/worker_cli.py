@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _resolve(args: argparse.Namespace) -> tuple[str, int | None, list[int]]:
     """Validate everything before a process starts; raise UsageError/StoreError."""
     gpus = parse_gpus(args.gpus)
+    if gpus:
+        from alz_core.devices import DeviceError, check_gpus
+
+        try:
+            check_gpus(gpus, args.gpus)
+        except DeviceError as exc:
+            raise UsageError(str(exc)) from None
     if not gpus and args.procs < 1:
         raise UsageError(f"--procs {args.procs} is invalid: expected an integer >= 1")
     if args.lease_seconds < 1:

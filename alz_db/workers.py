@@ -20,18 +20,23 @@ from .records import WorkerProblemRecord, WorkerRecord
 
 def _record(r: Worker) -> WorkerRecord:
     return WorkerRecord(r.id, r.host, r.pid, r.device, r.search_id, WorkerStatus(r.status),
-                        r.started_at, r.heartbeat_at, r.stopped_at)
+                        r.started_at, r.heartbeat_at, r.stopped_at, r.device_name,
+                        r.device_memory_mb)
 
 
 def register_worker(session: Session, host: str, pid: int, device: str,
-                    search_id: int | None = None) -> int:
-    """Insert a running worker; return its id (used to claim work and sign candidates)."""
+                    search_id: int | None = None, *, device_name: str | None = None,
+                    device_memory_mb: int | None = None) -> int:
+    """Insert a running worker; return its id (used to claim work and sign candidates).
+    ``device_name`` / ``device_memory_mb``: what the process runs on (revision 0007)."""
     if not host or not device:
         raise InvalidInput(f"worker host={host!r} device={device!r} is invalid: expected "
                            f"non-empty strings")
     return session.execute(
         insert(Worker).values(host=host[:255], pid=int(pid), device=device[:64],
-                              search_id=search_id)
+                              search_id=search_id,
+                              device_name=None if device_name is None else device_name[:200],
+                              device_memory_mb=device_memory_mb)
         .returning(Worker.id)).scalar_one()
 
 
@@ -116,3 +121,20 @@ def worker_problems(session: Session, search_id: int, *,
     return [WorkerProblemRecord(p.search_id, p.worker_id, p.host, p.problem, p.count,
                                 p.first_at, p.last_at, p.resolved_at, WorkerStatus(status))
             for p, status in session.execute(q).all()]
+
+
+#: a running worker whose heartbeat is older than this is not counted as alive
+WORKER_SILENT_SECONDS = 120.0
+
+
+def alive_workers(session: Session, search_id: int | None = None,
+                  silent_seconds: float = WORKER_SILENT_SECONDS) -> list[WorkerRecord]:
+    """The running workers that heart-beat within ``silent_seconds`` (database clock) and
+    serve ``search_id`` (attached to it, or to every search), oldest first."""
+    q = (select(Worker).where(Worker.status == WorkerStatus.RUNNING,
+                              Worker.heartbeat_at > func.now() - timedelta(
+                                  seconds=silent_seconds))
+         .order_by(Worker.id))
+    if search_id is not None:
+        q = q.where((Worker.search_id == search_id) | Worker.search_id.is_(None))
+    return [_record(r) for r in session.execute(q).scalars()]

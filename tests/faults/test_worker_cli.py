@@ -37,6 +37,35 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str,
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_gpus_on_a_machine_without_cuda_exit_2_with_one_line(capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check passes here")
+    code = subprocess.run([sys.executable, "-m", "alz_db.worker_cli", "--gpus", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert code.returncode == 2 and code.stdout == ""
+    lines = code.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --gpus '0' is invalid: torch ")
+    assert "sees no CUDA device here" in lines[0] and "--procs N" in lines[0]
+
+
+def test_a_worker_records_its_real_device(fault_db: str) -> None:
+    from alz_db import make_engine, make_session_factory, session_scope
+    from alz_db.worker import run_worker
+    from alz_db.workers import get_worker
+
+    summary = run_worker(fault_db, idle_exit=True, poll_seconds=0.1)
+    engine = make_engine(fault_db)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            w = get_worker(s, summary.worker_id)
+    finally:
+        engine.dispose()
+    assert w.device == "cpu" and "cores)" in w.device_name
+    assert w.device_memory_mb is not None and w.device_memory_mb > 1024
+
+
 def test_unknown_search_is_refused(fault_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--database-url", fault_db, "--search", "987654"]) == 2
     assert capsys.readouterr().err == "error: search 987654 does not exist\n"

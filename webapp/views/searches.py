@@ -7,7 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from alz_db import SearchStatus
-from alz_db.browse import SearchOverview, fitness_history, search_noise_floor, search_overviews
+from alz_db.browse import (
+    SearchOverview,
+    fitness_history,
+    search_noise_floor,
+    search_overviews,
+    search_workers,
+)
 from webapp.charts import X_AXES, fitness_chart, history_frame
 from webapp.common import choose_search, fmt, fmt_rate, open_candidate, read
 
@@ -49,6 +55,15 @@ def _body() -> None:
     cols[4].metric("candidates", info.candidates)
     if info.status is SearchStatus.FAILED and info.error:
         st.error(f"search failed: {info.error}")
+    workers = read(search_workers, info.id)
+    if workers:
+        st.dataframe(pd.DataFrame([{
+            "worker": w.id, "host": w.host, "pid": w.pid, "device": w.device,
+            "device name": w.device_name or "-",
+            "memory (GiB)": None if w.device_memory_mb is None
+            else round(w.device_memory_mb / 1024, 1),
+            "heartbeat": w.heartbeat_at.strftime("%H:%M:%S")} for w in workers]),
+            hide_index=True)
     if chosen.best_formula is not None:
         st.markdown(f"**best loss** (candidate {info.best_candidate_id}): "
                     f"`{chosen.best_formula}`")
