@@ -112,26 +112,43 @@ class SearchExhausted(RuntimeError):
     """No graph passing the rejection protocol was found within the configured tries."""
 
 
-def _until_accepted(make: Callable[[], LossGraph], branch: str, reject: RejectFn,
-                    attempts: Attempts, max_tries: int) -> LossGraph:
-    for _ in range(max_tries):
-        graph = make()
-        result = reject(branch, graph)
-        attempts.record(branch, graph, result)
-        if result.accepted:
-            return graph
+RejectManyFn = Callable[[str, list[LossGraph]], list[RejectionResult]]
+
+
+def _until_accepted(make: Callable[[], tuple[LossGraph, Any]], branch: str, reject: RejectFn,
+                    attempts: Attempts, max_tries: int, reject_many: RejectManyFn | None = None,
+                    batch: int = 1) -> tuple[LossGraph, Any]:
+    """Draw with ``make`` (a graph and a tag) until a graph passes rejection. With
+    ``reject_many`` and ``batch`` > 1, ``batch`` draws are checked at once (a GPU worker) and
+    the first accepted one in draw order is kept, the child a one-at-a-time search keeps from
+    the same draws; the checks after it in the batch are dropped, not recorded."""
+    tries = 0
+    while tries < max_tries:
+        k = 1 if reject_many is None or batch <= 1 else min(batch, max_tries - tries)
+        made = [make() for _ in range(k)]
+        results = [reject(branch, made[0][0])] if k == 1 else \
+            reject_many(branch, [g for g, _ in made])
+        for (graph, tag), result in zip(made, results):
+            attempts.record(branch, graph, result)
+            tries += 1
+            if result.accepted:
+                return graph, tag
     raise SearchExhausted(f"branch {branch!r}: no graph passed the rejection protocol in "
                           f"{max_tries} tries")
 
 
 def initial_candidate(branches: Mapping[str, BranchKind], rng: np.random.Generator,
                       reject: RejectFn, space: SearchSpaceConfig, evo: EvolutionConfig,
+                      reject_many: Mapping[str, RejectManyFn] | None = None, batch: int = 1,
                       ) -> tuple[Candidate, Attempts]:
-    """A random candidate: each branch drawn at depth D until it passes rejection."""
+    """A random candidate: each branch drawn at depth D until it passes rejection
+    (``reject_many[branch]``: check ``batch`` draws at once, see :func:`_until_accepted`)."""
     attempts = Attempts()
+    many = reject_many or {}
     graphs = {
-        name: _until_accepted(lambda kind=kind: random_graph(rng, kind, space), name, reject,
-                              attempts, evo.max_mutation_tries)
+        name: _until_accepted(lambda kind=kind: (random_graph(rng, kind, space), None), name,
+                              reject, attempts, evo.max_mutation_tries, many.get(name),
+                              batch)[0]
         for name, kind in branches.items()
     }
     return Candidate.of(graphs), attempts
@@ -139,7 +156,8 @@ def initial_candidate(branches: Mapping[str, BranchKind], rng: np.random.Generat
 
 def child_candidate(parent: Candidate, branches: Mapping[str, BranchKind],
                     rng: np.random.Generator, reject: RejectFn, space: SearchSpaceConfig,
-                    evo: EvolutionConfig) -> tuple[Candidate, MutationKind, Attempts]:
+                    evo: EvolutionConfig, reject_many: Mapping[str, RejectManyFn] | None = None,
+                    batch: int = 1) -> tuple[Candidate, MutationKind, Attempts]:
     """A mutation of ``parent``: every branch is mutated, each until it passes rejection.
 
     The returned kind is the mutation of the accepted attempt of the first branch (for a
@@ -151,18 +169,16 @@ def child_candidate(parent: Candidate, branches: Mapping[str, BranchKind],
     weights = (w.insert, w.delete, w.replace, w.reinit)
     graphs: dict[str, LossGraph] = {}
     kind_of_first: MutationKind | None = None
+    many = reject_many or {}
     for name, kind in branches.items():
-        last: list[MutationKind] = []
+        def make(name=name, kind=kind) -> tuple[LossGraph, MutationKind]:
+            return mutate(parent.graphs[name], rng, kind, space, weights)
 
-        def make(name=name, kind=kind, last=last) -> LossGraph:
-            child, mk = mutate(parent.graphs[name], rng, kind, space, weights)
-            last.append(mk)
-            return child
-
-        graphs[name] = _until_accepted(make, name, reject, attempts, evo.max_mutation_tries)
-        attempts.mutations[name] = last[-1]
+        graphs[name], mk = _until_accepted(make, name, reject, attempts,
+                                           evo.max_mutation_tries, many.get(name), batch)
+        attempts.mutations[name] = mk
         if kind_of_first is None:
-            kind_of_first = last[-1]
+            kind_of_first = mk
     assert kind_of_first is not None
     return Candidate.of(graphs), kind_of_first, attempts
 

@@ -197,3 +197,17 @@ def mutate(graph: LossGraph, rng: np.random.Generator, kind: BranchKind,
         if validity_problem(child, kind, space) is None:
             return child, mutation
     raise RuntimeError(f"no valid mutation of {graph.text!r} in {max_tries} tries")
+
+
+def sample_candidates(n: int, seed: int, kind: BranchKind = BranchKind.DENSE,
+                      space: SearchSpaceConfig | None = None) -> list[LossGraph]:
+    """``n`` graphs as a search makes them: half initial-population graphs of depth D, half
+    single mutations of them (the benchmark's and the engine tests' candidates)."""
+    rng = np.random.default_rng(seed)
+    out: list[LossGraph] = []
+    while len(out) < n:
+        g = random_graph(rng, kind, space)
+        out.append(g)
+        if len(out) < n:
+            out.append(mutate(g, rng, kind, space)[0])
+    return out

@@ -125,6 +125,8 @@ EXTRA_KEYS: dict[str, str] = {
 }
 
 DEFAULT_DATA_DIR = Path(".alz") / "data"
+#: mutations a CUDA worker checks at once (``alz_core.rejection_batched``); ALZ_REJECTION_BATCH
+REJECTION_BATCH = int(os.environ.get("ALZ_REJECTION_BATCH", "16"))
 _HEARTBEAT_POLICY = RetryPolicy(attempts=2)  # the next beat is the retry
 
 
@@ -273,13 +275,20 @@ def _build_task(info: SearchInfo, data_dir: Path, token: str,
 class _Worker:
     def __init__(self, url: str, search_id: int | None, device: str, stop: threading.Event,
                  lease_seconds: int, idle_exit: bool, data_dir: Path, poll_seconds: float,
-                 max_outage_seconds: float, torch_threads: int | None) -> None:
+                 max_outage_seconds: float, torch_threads: int | None,
+                 rejection_batch: int | None = None) -> None:
         self.engine = make_engine(url, application_name="alz-worker")
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.search_id, self.device, self.stop = search_id, device, stop
         self.lease_seconds, self.idle_exit, self.data_dir = lease_seconds, idle_exit, data_dir
         self.poll_seconds, self.max_outage = poll_seconds, max_outage_seconds
         self.torch_threads = torch_threads
+        # a CUDA worker checks REJECTION_BATCH mutations at once on its GPU (the batched
+        # engine); a CPU worker one at a time with the fused C kernel
+        on_gpu = device.startswith("cuda")
+        self.rejection_batch = int(rejection_batch if rejection_batch is not None
+                                   else REJECTION_BATCH if on_gpu else 1)
+        self.rejection_device = "cuda" if on_gpu else "cpu"
         self.token = uuid.uuid4().hex
         self.contexts: dict[int, _SearchContext] = {}
         self.failed_searches: set[int] = set()
@@ -479,18 +488,34 @@ class _Worker:
             seen.append((branch, graph, result))
             return result
 
+        def reject_many(branch: str, graphs: list[LossGraph]) -> list[RejectionResult]:
+            from alz_core.rejection_batched import check_batch
+
+            if self.stop.is_set():
+                raise _Abandon("stop requested")
+            results = check_batch(graphs, ctx.problems[branch], self.rejection_device)
+            seen.extend((branch, g, r) for g, r in zip(graphs, results))
+            return results
+
+        from alz_core.rejection import DenseRejectionProblem
+
+        # batched checks on the worker's device for the dense branches (see rejection_batch)
+        many = {b: reject_many for b, p in ctx.problems.items()
+                if isinstance(p, DenseRejectionProblem)} if self.rejection_batch > 1 else None
         branches = ctx.task.branches
         space = info.space
         parent = None
         try:
             if info.candidates < evo.initial_population or not population:
-                cand, attempts = initial_candidate(branches, ctx.rng, reject, space, evo)
+                cand, attempts = initial_candidate(branches, ctx.rng, reject, space, evo,
+                                                   many, self.rejection_batch)
                 mutation, generation = MutationKind.INIT, 0
             else:
                 parent = tournament_select(population, ctx.rng, evo.tournament_fraction,
                                            evo.tournament_min_size)
                 cand, mutation, attempts = child_candidate(parent.candidate, branches, ctx.rng,
-                                                           reject, space, evo)
+                                                           reject, space, evo, many,
+                                                           self.rejection_batch)
                 generation = parent.generation + 1
         except SearchExhausted as exc:
             log.warning("worker %d: search %d: %s", self.worker_id, sid, exc)
@@ -630,13 +655,17 @@ def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",
                stop: threading.Event | None = None, lease_seconds: int = 60,
                idle_exit: bool = False, data_dir: Path | None = None,
                poll_seconds: float = 1.0, max_outage_seconds: float = 300.0,
-               torch_threads: int | None = None) -> WorkerSummary:
+               torch_threads: int | None = None,
+               rejection_batch: int | None = None) -> WorkerSummary:
     """Run one worker on ``url`` until ``stop`` is set (or, with ``idle_exit``, until no
     selected search is running); see the module doc for the protocol and its guarantees.
 
     ``search_id``: work on this search only (else every running search). ``device`` is
     recorded on the worker row (the process's visible devices decide where torch runs; the
-    CLI sets ``CUDA_VISIBLE_DEVICES``). ``data_dir`` (default ``.alz/data``) holds the
+    CLI sets ``CUDA_VISIBLE_DEVICES``); a ``cuda`` worker checks ``rejection_batch`` (default
+    :data:`REJECTION_BATCH`) mutations of a dense branch at once with the batched engine on its
+    GPU, a CPU worker one at a time (``rejection_batch`` > 1 forces the batched engine on the
+    CPU). ``data_dir`` (default ``.alz/data``) holds the
     synthetic dataset and the temporary proxy work directories. Raises
     :class:`alz_db.NotFound` for an unknown ``search_id`` and :class:`alz_db.DatabaseUnavailable`
     when the database stayed unreachable for ``max_outage_seconds``.
@@ -649,7 +678,8 @@ def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",
         torch.set_num_threads(int(torch_threads))  # the rejection checks run on torch too
     data_dir = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).resolve()
     worker = _Worker(url, search_id, device, stop or threading.Event(), lease_seconds,
-                     idle_exit, data_dir, poll_seconds, max_outage_seconds, torch_threads)
+                     idle_exit, data_dir, poll_seconds, max_outage_seconds, torch_threads,
+                     rejection_batch)
     return worker.run()
 
 

@@ -198,3 +198,26 @@ def test_proxy_seeds_train_each_candidate_with_several_seeds(capsys, sessions, d
             assert metrics["fitness_std"] >= 0.0
     code = main(["search", "status", str(data["id"]), "--database-url", db_url])
     assert code == 0 and "proxy seeds   2 per candidate" in capsys.readouterr().out
+
+
+@pytest.mark.mm
+def test_a_worker_with_batched_rejection_checks_runs_a_search(capsys, sessions, db_url,
+                                                              unique_name, tmp_path) -> None:
+    """The batched engine in the worker (a CUDA worker's; forced here on the CPU)."""
+    root = datasets.voc_with_own_splits(tmp_path / "VOC2012")
+    data = _create(capsys, db_url, unique_name, "--data-root", root)
+    with session_scope(sessions) as s:
+        s.execute(text("UPDATE search SET config = jsonb_set(config, '{rejection,num_samples}',"
+                       " '2') WHERE id = :s"), {"s": data["id"]})
+        start_search(s, data["id"])
+    summary = run_worker(db_url, search_id=data["id"], idle_exit=True, data_dir=tmp_path / "w",
+                         poll_seconds=0.2, torch_threads=1, rejection_batch=4)
+    assert summary.exit_reason == "idle" and summary.evaluations_failed == 0
+    with session_scope(sessions) as s:
+        rows = s.execute(text("SELECT verdict, candidate_id FROM rejection WHERE search_id = :s"
+                              " ORDER BY id"), {"s": data["id"]}).all()
+        info = get_search(s, data["id"])
+    assert info.status.value == "finished" and info.candidates == 2
+    # every stored candidate's last check accepted it; rejected draws are recorded too
+    assert sum(r.verdict == "accept" for r in rows) == 2 == sum(r.candidate_id is not None
+                                                                for r in rows)
