@@ -85,6 +85,25 @@ def _range(name: str, text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _launch(args: argparse.Namespace):  # noqa: ANN202 - Launch | None
+    """``--gpus`` / ``--nproc`` as a distributed launch (one-line errors)."""
+    from .distributed import parse_launch
+    from .errors import InvalidInput
+
+    try:
+        return parse_launch(getattr(args, "gpus", None), getattr(args, "nproc", None))
+    except InvalidInput as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="train under torch.distributed, one process per listed GPU (NCCL), "
+                   "each with the config's per-GPU batch (e.g. 0,1,2,3)")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="train under torch.distributed with N CPU processes (gloo)")
+
+
 def _settings_from_args(args: argparse.Namespace):  # noqa: ANN202 - TrainingSettings | None
     from .errors import InvalidInput
     from .retrain import TrainingSettings
@@ -109,6 +128,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     _positive("--torch-threads", args.torch_threads)
     settings = _settings_from_args(args)
     options = _cfg_options(args)
+    launch = _launch(args)
     db = _open(args)
     try:
         with _progress() as progress:
@@ -125,7 +145,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
             try:
                 out = retrain_candidate(db.sessions, cid, config=args.config,
-                                        cfg_options=options,
+                                        cfg_options=options, launch=launch,
                                         max_iters=args.max_iters, seed=args.seed,
                                         settings=settings, use_tuned=not args.no_tuned,
                                         data_root=args.data_root, data_dir=Path(args.data_dir),
@@ -178,6 +198,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
                             prune_below=args.prune_below, seed=args.seed, **ranges)
     except InvalidInput as exc:
         raise CLIError(str(exc)) from None
+    gpus = None
+    if args.gpus is not None:
+        launch = _launch(args)
+        gpus = list(launch.gpus)
     url = _database_url(args)
     with _unit_of_work(args) as s:  # the candidate must exist before any process starts
         from .candidates import get_candidate
@@ -195,7 +219,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 f"{counts.get('PRUNED', 0)} failed {counts.get('FAIL', 0)} running "
                 f"{counts.get('RUNNING', 0)}"))
 
-        outcome = tune_candidate(url, cid, config, workers=args.workers,
+        outcome = tune_candidate(url, cid, config, workers=args.workers, gpus=gpus,
                                  study_name=args.study, data_dir=Path(args.data_dir).resolve(),
                                  torch_threads=threads, on_poll=on_poll)
     with _unit_of_work(args) as s:
@@ -569,6 +593,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     _positive("--max-iters", args.max_iters)
     _positive("--torch-threads", args.torch_threads)
     options = _cfg_options(args)
+    launch = _launch(args)
     with _unit_of_work(args) as s:
         from .searches import get_search
 
@@ -599,7 +624,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
             try:
                 result = run_baselines(db.sessions, cid, seeds=seeds, config=args.config,
-                                       cfg_options=options,
+                                       cfg_options=options, launch=launch,
                                        max_iters=args.max_iters, use_tuned=args.tuned,
                                        data_dir=Path(args.data_dir),
                                        torch_threads=args.torch_threads, on_run=on_run,
@@ -673,6 +698,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                    help="linear warm-up, fraction of the schedule")
     r.add_argument("--data-root", default=None,
                    help="dataset root (default: the search's, else the synthetic one)")
+    _launch_options(r)
     _training_options(r)
     _db_options(r)
     r.set_defaults(func=cmd_retrain)
@@ -705,6 +731,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     t.add_argument("--study", default=None,
                    help="study name (default alz-candidate-ID; the same name resumes it)")
     t.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
+    t.add_argument("--gpus", default=None, metavar="LIST",
+                   help="one tuning worker per listed GPU, trials side by side (--workers is "
+                   "then ignored)")
     _training_options(t)
     _db_options(t)
     t.set_defaults(func=cmd_tune)
@@ -782,6 +811,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     b.add_argument("--tuned", action="store_true",
                    help="train every loss with the candidate's tuned settings")
     b.add_argument("--out", default=None, help="also write baselines.json here")
+    _launch_options(b)
     _training_options(b)
     _db_options(b)
     b.set_defaults(func=cmd_baselines)

@@ -187,9 +187,11 @@ def _ensure_hook() -> None:
 
 def configure_task(task: Any, settings: TrainingSettings | None = None, *,
                    val_interval: int | None = None,
-                   callback: Callable[[str, int, int, Any], None] | None = None) -> Any:
+                   callback: Callable[[str, int, int, Any], None] | None = None,
+                   launcher: str | None = None, backend: str | None = None) -> Any:
     """Make ``task``'s runs use ``settings``, validate every ``val_interval`` iterations and
-    report to ``callback``; returns the task (changed in place).
+    report to ``callback``; ``launcher='pytorch'``: a rank of a distributed run (``backend``
+    gloo or nccl, the process group already joined); returns the task (changed in place).
 
     Needs a task with ``build_config`` (the mmengine config of one run); raises
     ``InvalidInput`` otherwise.
@@ -216,6 +218,11 @@ def configure_task(task: Any, settings: TrainingSettings | None = None, *,
         if callback is not None:
             hooks = list(cfg.get("custom_hooks") or [])
             cfg.custom_hooks = hooks + [dict(type="ALZTrainingReportHook", token=token)]
+        if launcher is not None:
+            cfg.launcher = launcher
+            env = cfg.get("env_cfg") or {}
+            env["dist_cfg"] = dict(env.get("dist_cfg") or {}, backend=backend or "nccl")
+            cfg.env_cfg = env
         return cfg
 
     task._alz_base_build_config = base
@@ -305,12 +312,25 @@ class TrainingRun:
     seconds: float
     diverged: bool
 
+    def to_json(self) -> dict[str, Any]:
+        return {"fitness": self.fitness, "metrics": dict(self.metrics),
+                "losses": list(self.losses), "val_curve": [[s, m] for s, m in self.val_curve],
+                "iterations": self.iterations, "seconds": self.seconds,
+                "diverged": self.diverged}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrainingRun:
+        return cls(data["fitness"], dict(data["metrics"]), tuple(data["losses"]),
+                   tuple((int(s), dict(m)) for s, m in data["val_curve"]),
+                   int(data["iterations"]), float(data["seconds"]), bool(data["diverged"]))
+
 
 def train_once(task: Any, candidate: Candidate, metric: str, *, seed: int,
                settings: TrainingSettings | None = None, val_interval: int | None = None,
                work_dir: Path | None = None,
                on_iter: Callable[[int, int], None] | None = None,
-               on_val: Callable[[int, dict[str, float]], None] | None = None) -> TrainingRun:
+               on_val: Callable[[int, dict[str, float]], None] | None = None,
+               launcher: str | None = None, backend: str | None = None) -> TrainingRun:
     """Train ``candidate`` once on ``task`` (configured with ``settings``), validating every
     ``val_interval`` iterations; ``on_iter(step, total)`` and ``on_val(step, metrics)`` are
     called as it goes (either may raise to stop the run); the validation metrics carry the
@@ -328,7 +348,8 @@ def train_once(task: Any, candidate: Candidate, metric: str, *, seed: int,
             if on_val is not None:
                 on_val(step, dict(metrics))
 
-    configure_task(task, settings, val_interval=val_interval, callback=callback)
+    configure_task(task, settings, val_interval=val_interval, callback=callback,
+                   launcher=launcher, backend=backend)
     own_dir = work_dir is None
     wd = Path(tempfile.mkdtemp(prefix="alz-train-")) if own_dir else Path(work_dir)
     try:
@@ -417,11 +438,13 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
                       cfg_options: Mapping[str, Any] | None = None,
                       on_iter: Callable[[int, int], None] | None = None,
                       on_val: Callable[[int, dict[str, float]], None] | None = None,
-                      ) -> RetrainOutcome:
+                      launch: Any = None) -> RetrainOutcome:
     """Re-train a stored candidate and store it as a ``retrain`` evaluation with its curve.
 
     ``settings`` default to the candidate's tuned settings when ``use_tuned`` and present, else
-    the config's own. ``seed`` defaults to the search's. Everything is validated (and the task
+    the config's own. ``seed`` defaults to the search's. ``launch``
+    (:class:`alz_db.distributed.Launch`): train under torch.distributed, one process per GPU or
+    N CPU processes; the result is rank 0's. Everything is validated (and the task
     built) before anything is written. A run that raises is recorded as ``failed`` with the
     error (no retry: a re-training is run by hand) and the exception propagates.
     """
@@ -441,7 +464,7 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
                                      data_root=data_root, data_dir=data_dir,
                                      torch_threads=torch_threads, cfg_options=cfg_options)
     params = {"config": path, "cfg_options": dict(cfg_options or {}), "max_iters": max_iters,
-              "seed": seed,
+              "seed": seed, "launch": None if launch is None else launch.to_json(),
               "settings": settings.to_json(), "settings_source": source,
               "val_interval": val_interval}
     worker_id = run_in_transaction(sessions, register_worker, socket.gethostname(), os.getpid(),
@@ -461,8 +484,19 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
         thread = threading.Thread(target=beat, daemon=True, name="alz-retrain-heartbeat")
         thread.start()
         try:
-            run = train_once(task, lease.candidate, info.metric, seed=seed, settings=settings,
-                             val_interval=val_interval, on_iter=on_iter, on_val=on_val)
+            if launch is None:
+                run = train_once(task, lease.candidate, info.metric, seed=seed,
+                                 settings=settings, val_interval=val_interval, on_iter=on_iter,
+                                 on_val=on_val)
+            else:
+                from .distributed import train_distributed
+
+                run = train_distributed(info, lease.candidate, launch=launch, seed=seed,
+                                        settings=settings, val_interval=val_interval,
+                                        config=config, max_iters=max_iters,
+                                        data_root=data_root, data_dir=data_dir,
+                                        cfg_options=cfg_options, torch_threads=torch_threads,
+                                        on_iter=on_iter, on_val=on_val)
         except BaseException as exc:
             stop.set()
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
@@ -534,7 +568,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                   config: str | None = None, max_iters: int | None = None,
                   use_tuned: bool = False, data_root: str | None = None,
                   data_dir: Path | None = None, torch_threads: int | None = None,
-                  cfg_options: Mapping[str, Any] | None = None,
+                  cfg_options: Mapping[str, Any] | None = None, launch: Any = None,
                   on_run: Callable[[str, int], None] | None = None,
                   on_iter: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Re-train the candidate beside cross-entropy and the seed's Table 9 loss for the search's
@@ -576,7 +610,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                                         max_iters=max_iters, seed=seed, settings=settings,
                                         data_root=data_root, data_dir=data_dir,
                                         torch_threads=torch_threads, cfg_options=cfg_options,
-                                        on_iter=on_iter)
+                                        on_iter=on_iter, launch=launch)
                 runs.append({"seed": seed, "fitness": out.fitness,
                              "metrics": {k: v for k, v in out.metrics.items()
                                          if isinstance(v, float)},
@@ -586,8 +620,17 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                 from alz_core.graph import LossGraph
 
                 graph = LossGraph.parse(loss.formula)
-                run = train_once(task, Candidate.of(graph, branch=branch), info.metric,
-                                 seed=seed, settings=settings, on_iter=on_iter)
+                if launch is None:
+                    run = train_once(task, Candidate.of(graph, branch=branch), info.metric,
+                                     seed=seed, settings=settings, on_iter=on_iter)
+                else:
+                    from .distributed import train_distributed
+
+                    run = train_distributed(
+                        info, Candidate.of(graph, branch=branch), launch=launch, seed=seed,
+                        settings=settings, val_interval=None, config=config,
+                        max_iters=max_iters, data_root=data_root, data_dir=data_dir,
+                        cfg_options=cfg_options, torch_threads=torch_threads, on_iter=on_iter)
                 runs.append({"seed": seed, "fitness": run.fitness, "metrics": run.metrics,
                              "seconds": round(run.seconds, 2)})
         values = [r["fitness"] for r in runs if r["fitness"] is not None]
@@ -597,6 +640,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
     return {"search_id": info.id, "search_name": info.name, "task": info.task,
             "metric": info.metric, "candidate_id": candidate_id, "config": path,
             "cfg_options": dict(cfg_options or {}),
+            "launch": None if launch is None else launch.to_json(),
             "max_iters": max_iters, "seeds": list(seeds), "settings": settings.to_json(),
             "rows": rows, "notes": notes}
 

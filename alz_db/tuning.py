@@ -491,10 +491,13 @@ def tune_candidate(url: str, candidate_id: int, config: TuneConfig, *, workers: 
                    study_name: str | None = None, data_dir: Path | None = None,
                    torch_threads: int | None = None,
                    on_poll: Callable[[dict[str, int], float | None], None] | None = None,
-                   poll_seconds: float = 1.0) -> TuneOutcome:
+                   poll_seconds: float = 1.0, gpus: list[int] | None = None) -> TuneOutcome:
     """Tune a candidate with ``workers`` local processes sharing the study through the
     database (``workers=0``: none, just register the study and write back the best so far),
-    calling ``on_poll(counts by state, best value)`` about every ``poll_seconds``.
+    calling ``on_poll(counts by state, best value)`` about every ``poll_seconds``. ``gpus``:
+    one process per listed GPU (``CUDA_VISIBLE_DEVICES`` of its own), ``workers`` ignored: a
+    trial is a proxy-length training, so the GPUs run trials side by side rather than one
+    trial across them.
 
     Raises ``NotFound`` / ``InvalidInput`` before any process starts for an unknown candidate
     or bad values; a worker that fails is reported in ``errors``.
@@ -518,14 +521,25 @@ def tune_candidate(url: str, candidate_id: int, config: TuneConfig, *, workers: 
             storage.engine.dispose()
         ctx = mp.get_context("spawn")  # fresh interpreters: no inherited pools or threads
         queue = ctx.Queue()
+        devices = [str(g) for g in gpus] if gpus else [None] * workers
         procs = [ctx.Process(target=_worker_main, daemon=False, name=f"alz-tune-{rank}",
                              args=(url, candidate_id, info.study_name, config.to_json(), rank,
                                    None if data_dir is None else str(data_dir), torch_threads,
                                    queue))
-                 for rank in range(workers)]
+                 for rank in range(len(devices))]
         engine.dispose()  # nothing pooled while the children start
-        for p in procs:
-            p.start()
+        before = os.environ.get("CUDA_VISIBLE_DEVICES")
+        try:
+            for p, device in zip(procs, devices):
+                if device is not None:  # the spawned interpreter sees only its GPU
+                    os.environ["CUDA_VISIBLE_DEVICES"] = device
+                p.start()
+        finally:
+            if gpus:
+                if before is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = before
         reports: list[dict[str, Any]] = []
         errors: list[str] = []
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os.path as osp
 
 from mmengine.runner import Runner
+from torch import nn
 
 
 class ProxyRunner(Runner):
@@ -22,3 +23,19 @@ class ProxyRunner(Runner):
 
     def dump_config(self) -> None:
         self.cfg.dump(osp.join(self.work_dir, "config.json"))
+
+    def wrap_model(self, model_wrapper_cfg: dict | None, model: nn.Module) -> nn.Module:
+        """mmengine's wrapping, except a distributed run on CPU (gloo): SyncBN layers become
+        BN (SyncBN needs CUDA) and the model is wrapped by ``MMDistributedDataParallel``
+        without device ids (mmengine passes ``LOCAL_RANK`` as a CUDA device id)."""
+        import torch
+
+        if not self.distributed or torch.cuda.is_available():
+            return super().wrap_model(model_wrapper_cfg, model)
+        from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+
+        model = revert_sync_batchnorm(model.to("cpu"))
+        return MMDistributedDataParallel(module=model, device_ids=None,
+                                         broadcast_buffers=False,
+                                         find_unused_parameters=self.cfg.get(
+                                             "find_unused_parameters", False))
