@@ -443,7 +443,8 @@ class _Worker:
         self._hold(None)  # the result unit below is guarded by the lease anyway
         metrics = dict(result.metrics)
         metrics.update(iterations=result.iterations, diverged=result.diverged,
-                       worker_id=self.worker_id, device=self.device)
+                       worker_id=self.worker_id, device=self.device,
+                       train_seconds=result.extra.get("train_seconds"))
         outcome = self.call(_record_result, lease, list(enumerate(result.losses, 1)),
                             result.fitness, metrics, result.seconds)
         if outcome is FinishOutcome.LEASE_LOST:

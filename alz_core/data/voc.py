@@ -104,7 +104,8 @@ VOC_TRAIN_SOURCE = SplitSource("ImageSets/Segmentation/train.txt", IMAGE_DIR, LA
 
 def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
                       num_classes: int = VOC_NUM_CLASSES, seed: int = 0,
-                      eval_count: int | None = None, val_count: int | None = None) -> Path:
+                      eval_count: int | None = None, val_count: int | None = None,
+                      sbd: int = 0) -> Path:
     """Write synthetic scenes in the VOC 2012 layout under ``root``; return root.
 
     ``num_images`` scenes form the training split (``train.txt``), ``val_count`` more (default a
@@ -114,12 +115,20 @@ def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
     (seed, i), so an interrupted run resumes with identical content. A marker file holds the
     parameters: a complete dataset with the same parameters is left untouched; different
     parameters regenerate every file.
+
+    ``sbd`` > 0: a miniature VOC + SBD as mmseg's ``voc_aug.py`` leaves it: the last ``sbd``
+    training scenes are listed in ``aug.txt`` with their labels in ``SegmentationClassAug``,
+    the others in ``train.txt`` (what the paper's proxy config trains on: train-aug); the
+    search split is then left to ``alz data prepare``.
     """
     root = Path(root)
+    if not 0 <= sbd < num_images:
+        raise ValueError(f"sbd={sbd} must be in [0, {num_images - 1}]")
     if val_count is None:
         val_count = max(1, num_images // 5)
     params = {"num_images": num_images, "size": size, "num_classes": num_classes,
-              "seed": seed, "eval_count": eval_count, "val_count": val_count, "version": 2}
+              "seed": seed, "eval_count": eval_count, "val_count": val_count, "sbd": sbd,
+              "version": 2}
     marker = root / MARKER
     state = json.loads(marker.read_text()) if marker.exists() else {}
     same = state.get("params") == params
@@ -144,10 +153,18 @@ def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
             lab = Image.fromarray(label, "L").convert("P")
             lab.putpalette(palette)
             _atomic_save_image(lab_path, lab, "PNG")
-    write_split_file(root, "train", train_ids)
     write_split_file(root, "val", val_ids)
-    write_name_split(root, "seg", [VOC_TRAIN_SOURCE], [train_ids], seed=seed,
-                     eval_count=eval_count)
+    if sbd:
+        aug_dir = root / "SegmentationClassAug"
+        aug_dir.mkdir(exist_ok=True)
+        for sid in train_ids[-sbd:]:
+            (aug_dir / f"{sid}.png").write_bytes((root / LABEL_DIR / f"{sid}.png").read_bytes())
+        write_split_file(root, "train", train_ids[:-sbd])
+        write_split_file(root, "aug", train_ids[-sbd:])
+    else:
+        write_split_file(root, "train", train_ids)
+        write_name_split(root, "seg", [VOC_TRAIN_SOURCE], [train_ids], seed=seed,
+                         eval_count=eval_count)
     _atomic_write_bytes(marker, json.dumps({"params": params, "complete": True}).encode())
     return root
 
@@ -162,7 +179,10 @@ def synthetic_search_split(root: str | Path) -> SearchSplit:
 
 def _files_present(root: Path, ids: Sequence[str]) -> bool:
     splits = [root / SPLIT_DIR / f"{n}.txt" for n in ("train", "val")]
-    if not all(p.exists() for p in splits) or not find_splits(root, "seg", [VOC_TRAIN_SOURCE]):
+    if not all(p.exists() for p in splits):
+        return False
+    if not (root / SPLIT_DIR / "aug.txt").exists() and \
+            not find_splits(root, "seg", [VOC_TRAIN_SOURCE]):
         return False
     return all((root / IMAGE_DIR / f"{s}.jpg").exists() and (root / LABEL_DIR / f"{s}.png").exists()
                for s in ids)

@@ -29,14 +29,11 @@ def _stock(package: str, relative: str) -> Path:
 def _voc_sbd(root: Path) -> Path:
     """A miniature VOC 2012 + SBD (train.txt, aug.txt, SegmentationClassAug), as mmseg's
     voc_aug.py leaves it."""
-    from alz_core.data.voc import read_split, write_split_file, write_voc_dataset
+    from alz_core.data.voc import read_split, write_voc_dataset
 
-    write_voc_dataset(root, 30, size=32)
-    ids = read_split(root, "ImageSets/Segmentation/train.txt")
-    write_split_file(root, "train", ids[:10])
-    write_split_file(root, "aug", ids[10:])
-    shutil.copytree(root / "SegmentationClass", root / "SegmentationClassAug")
-    shutil.rmtree(root / "alz_split")
+    write_voc_dataset(root, 30, size=32, sbd=20)
+    assert len(read_split(root, "ImageSets/Segmentation/aug.txt")) == 20
+    assert not (root / "alz_split").exists()
     return root
 
 
