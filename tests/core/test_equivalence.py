@@ -155,10 +155,18 @@ def test_quantize_has_one_representation_at_a_decade() -> None:
     assert quantize(np.array([-0.099999999]), 6) == quantize(np.array([-0.1]), 6)
 
 
-def test_quantize_treats_relative_noise_as_zero() -> None:
-    assert quantize(np.array([1.0, 1e-13]), 6) == quantize(np.array([1.0, 0.0]), 6)
-    assert quantize(np.array([1.0, -3e-12]), 6) == quantize(np.array([1.0, 0.0]), 6)
-    assert quantize(np.array([1.0, 1e-6]), 6) != quantize(np.array([1.0, 0.0]), 6)
+def test_quantize_rounds_every_element_on_its_own() -> None:
+    # a small element is a value, not noise: no element is judged against the largest
+    assert quantize(np.array([1.0, 1e-13]), 6) != quantize(np.array([1.0, 0.0]), 6)
+    assert quantize(np.array([1e12, 3.0]), 6) != quantize(np.array([1e12, -3.0]), 6)
+    assert quantize(np.array([1.0, 1.0000001]), 6) == quantize(np.array([1.0, 1.0]), 6)
+    # the rule of searches created before: elements below 1e-9 of the largest become zero
+    assert quantize(np.array([1.0, 1e-13]), 6, "global_cut") == \
+        quantize(np.array([1.0, 0.0]), 6, "global_cut")
+    assert quantize(np.array([1.0, -3e-12]), 6, "global_cut") == \
+        quantize(np.array([1.0, 0.0]), 6, "global_cut")
+    assert quantize(np.array([1.0, 1e-6]), 6, "global_cut") != \
+        quantize(np.array([1.0, 0.0]), 6, "global_cut")
 
 
 def test_combine_fingerprints() -> None:
