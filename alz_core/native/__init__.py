@@ -4,8 +4,8 @@
 in one native call (see ``rejection_kernel.c``). Where no C compiler is available (or
 ``ALZ_NATIVE=0``), ``library()`` is ``None`` and the caller uses the operator-at-a-time engine.
 
-The library is built with the system's ``cc`` into ``~/.cache/alz/native`` (keyed by the
-source's hash), once per machine.
+The library is built with the system's ``cc`` into ``~/.cache/alz/native``, keyed by the
+source, the flags and the CPU it is built for (:func:`cpu_signature`), once per kind of machine.
 """
 
 from __future__ import annotations
@@ -45,17 +45,54 @@ def _cache_dir() -> Path:
     return Path(base) / "alz" / "native"
 
 
+def cpu_signature(cc: str | None = None) -> str:
+    """What ``-march=native`` builds for on this machine: the architecture, the CPU model and
+    its instruction-set flags (``/proc/cpuinfo``), and the compiler's version. The cache key
+    holds it, so a home directory shared by nodes with other CPUs never hands one node a
+    library built for another (SIGILL, or verdicts that differ between nodes)."""
+    import platform
+
+    parts = [platform.machine()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part") and line not in parts:
+                    parts.append(line.strip())
+                if key == "flags":
+                    break  # the first processor's lines are enough
+    except OSError:
+        parts.append(platform.processor())
+    if cc is not None:
+        try:
+            parts.append(subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                        timeout=30).stdout.splitlines()[0])
+        except (OSError, subprocess.SubprocessError, IndexError):
+            pass
+    return "\n".join(parts)
+
+
+#: compile flags of the kernel (see _build)
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC"]
+
+
+def library_path(cc: str | None, signature: str | None = None) -> Path:
+    """Where the kernel built by ``cc`` for this CPU (or ``signature``) is cached."""
+    sig = cpu_signature(cc) if signature is None else signature
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()
+                         + sig.encode()).hexdigest()[:16]
+    return _cache_dir() / f"rejection_kernel_{key}.so"
+
+
 def _build() -> ctypes.CDLL:
-    source = _SOURCE.read_bytes()
     # -ffast-math for vectorised libm calls, but keep NaN/inf semantics (non-finite values are
     # a verdict of the protocol). Compile and link separately: linking with -ffast-math adds
     # crtfastmath, which switches the whole process to flush-to-zero when the library loads,
     # changing torch's arithmetic too.
-    flags = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fPIC"]
-    key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"rejection_kernel_{key}.so"
+    flags = _FLAGS
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    target = library_path(cc)
     if not target.exists():
-        cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
         if cc is None:
             raise OSError("no C compiler (cc/gcc) on PATH")
         target.parent.mkdir(parents=True, exist_ok=True)

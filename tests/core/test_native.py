@@ -169,3 +169,18 @@ def test_streamed_pooling_matches_torch_on_any_image_shape(shape, text, start):
     assert ran == steps and status in (0, 2)  # 2: exactly zero gradient (all one-hot)
     expected = _torch_sgd(g, init, y, steps, 0.05, 0.9)
     torch.testing.assert_close(z.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cache_is_keyed_by_the_cpu_it_was_built_for(tmp_path, monkeypatch) -> None:
+    import shutil as sh
+
+    from alz_core import native
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cc = sh.which("cc") or sh.which("gcc")
+    here = native.cpu_signature(cc)
+    assert "flags" in here or "Features" in here  # the instruction-set extensions are in it
+    other = here.replace("avx2", "").replace("avx512f", "") + "\nmodel name: another CPU"
+    assert native.library_path(cc, here) != native.library_path(cc, other)
+    assert native.library_path(cc) == native.library_path(cc, here)
+    assert native.library_path(cc).parent == tmp_path / "alz" / "native"
