@@ -207,6 +207,9 @@ class NodeProblem(RuntimeError):
     worker skips the search, the search itself goes on elsewhere."""
 
 
+#: a node's policy: with ALZ_CONFIG_DIRS=dir1:dir2 its workers load user configs from there only
+#: (a config file is Python that mmengine runs: a row of the database names the file)
+CONFIG_DIRS_ENV = "ALZ_CONFIG_DIRS"
 #: how long a worker skips a search it met a node problem with before it tries again (the
 #: operator may have fixed the node meanwhile)
 NODE_PROBLEM_RETRY_SECONDS = 300.0
@@ -230,6 +233,11 @@ def config_on_this_node(info: SearchInfo) -> tuple[str | None, bool | None]:
     elif path:
         if not Path(path).is_file():
             raise NodeProblem(f"config {path} is missing on this node")
+        allowed = [Path(d).resolve() for d in
+                   os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d.strip()]
+        if allowed and not any(Path(path).resolve().is_relative_to(d) for d in allowed):
+            raise NodeProblem(f"config {path} is outside this node's {CONFIG_DIRS_ENV} "
+                              f"({os.environ[CONFIG_DIRS_ENV]}): refused")
         here, builtin = str(path), False
     else:
         return None, None

@@ -110,6 +110,52 @@ def parse_cfg_options(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+#: the top-level keys ``--cfg-options`` may set: the model, data, schedule and optimisation.
+#: Not the keys that import or run code (``custom_imports``, ``custom_hooks``, hooks and
+#: visualisers, ``_base_``) nor where a run reads or writes (``work_dir``, ``load_from``).
+OVERRIDABLE = frozenset({
+    "model", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg", "val_cfg",
+    "test_cfg", "optim_wrapper", "param_scheduler", "val_evaluator", "test_evaluator",
+    "auto_scale_lr", "randomness", "find_unused_parameters", "sync_bn", "data_root",
+    "crop_size", "num_classes"})
+
+
+def check_overrides(options: Mapping[str, Any] | None) -> None:
+    """Refuse overrides that could run code on the workers (they are stored with a search and
+    merged on every node): a key outside :data:`OVERRIDABLE`, ``_base_`` or ``custom_imports``
+    anywhere in a key, and a dotted ``type`` (mmengine imports a dotted type string, e.g.
+    ``os.system``, as any callable). One-line :class:`ConfigProblem`."""
+    for key, value in (options or {}).items():
+        parts = str(key).split(".")
+        if parts[0] not in OVERRIDABLE:
+            raise ConfigProblem(f"--cfg-options {key}: {parts[0]!r} cannot be overridden "
+                                f"(allowed: {', '.join(sorted(OVERRIDABLE))})")
+        if any(p in ("_base_", "custom_imports", "custom_hooks") for p in parts):
+            raise ConfigProblem(f"--cfg-options {key}: _base_, custom_imports and custom_hooks "
+                                f"cannot be set by an override")
+        if any(p in ("init_cfg", "checkpoint", "pretrained") for p in parts) and \
+                value is not None:
+            raise ConfigProblem(f"--cfg-options {key}: weights to load (a checkpoint is "
+                                f"unpickled) can only be switched off here ({key}=None); "
+                                f"name them in the config file")
+        for path, v in _leaves(parts, value):
+            if path[-1] == "type" and isinstance(v, str) and "." in v:
+                raise ConfigProblem(f"--cfg-options {'.'.join(path)}={v!r}: a dotted type is "
+                                    f"imported as any callable; name a registered type "
+                                    f"without dots")
+
+
+def _leaves(path: list[str], value: Any) -> Iterator[tuple[list[str], Any]]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves([*path, str(k)], v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(path, v)
+    else:
+        yield path, value
+
+
 def read_config(path: str | Path) -> Any:
     """``Config.fromfile(path)``, with any failure as one :class:`ConfigProblem` line naming
     the file (a syntax error, a missing ``_base_``, an import of ``custom_imports``)."""
@@ -134,7 +180,9 @@ def merge_options(cfg: Any, options: Mapping[str, Any] | None, *, source: str) -
 
 
 def load_config(path: str | Path, options: Mapping[str, Any] | None = None) -> Any:
-    """The config at ``path`` with ``options`` merged (one-line :class:`ConfigProblem`s)."""
+    """The config at ``path`` with ``options`` merged (one-line :class:`ConfigProblem`s);
+    ``options`` are checked by :func:`check_overrides` first."""
+    check_overrides(options)
     return merge_options(read_config(path), options, source=str(path))
 
 
@@ -281,5 +329,6 @@ class DatasetInfo:
 __all__ = ["CONFIG_NAMES", "ConfigProblem", "ConfigRef", "DatasetInfo", "DatasetProblem",
            "builtin_config", "config_digest", "config_dicts", "data_roots", "dataset_leaves",
            "describe_loss", "ensure_custom_import", "get_path", "load_config", "merge_options",
-           "parse_cfg_options", "read_config", "resolve_config", "set_val_dataset",
+           "parse_cfg_options", "read_config", "check_overrides", "OVERRIDABLE",
+           "resolve_config", "set_val_dataset",
            "train_leaves", "val_leaves", "val_pipeline"]

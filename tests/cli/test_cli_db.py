@@ -452,3 +452,53 @@ def test_demo_script_runs_the_database_search():
     demo = (REPO / "scripts" / "demo.sh").read_text()
     assert "alz db upgrade" in demo.replace("\"$ALZ\"", "alz")
     assert "search create" in demo and "search run" in demo and "--procs" in demo
+
+
+@pytest.mark.parametrize("override, message", [
+    ("custom_hooks=[]", "'custom_hooks' cannot be overridden"),
+    ("model.backbone.type=os.system", "a dotted type is imported as any callable"),
+    ("train_dataloader.dataset.pipeline.type=builtins.exec", "a dotted type"),
+    ("model._base_=x.py", "_base_, custom_imports and custom_hooks cannot be set"),
+    ("model.custom_imports=os", "_base_, custom_imports and custom_hooks cannot be set"),
+    ("model.backbone.init_cfg.checkpoint=/tmp/w.pth", "can only be switched off here"),
+    ("load_from=/tmp/w.pth", "'load_from' cannot be overridden"),
+])
+def test_overrides_that_could_run_code_are_refused(capsys, db_url, sessions, name, override,
+                                                   message):
+    before = search_count(sessions)
+    code, out, err = run(capsys, "search", "create", name, "--cfg-options", override,
+                         "--database-url", db_url)
+    one_line_error(code, out, err, message)
+    assert search_count(sessions) == before
+
+
+def test_a_search_row_with_code_running_overrides_is_refused_by_the_workers(sessions, db_url,
+                                                                          name, tmp_path):
+    """Anyone who can write a search row cannot make the workers run code."""
+    from alz_db.worker import run_worker
+
+    with session_scope(sessions) as s:
+        sid = create_search(s, name, "seg", "miou", evolution={"budget": 1}, start=True,
+                            extra={"cfg_options": {"custom_hooks": [{"type": "os.system",
+                                                                     "command": "touch x"}]}}).id
+    run_worker(db_url, search_id=sid, idle_exit=True, data_dir=tmp_path, poll_seconds=0.1)
+    with session_scope(sessions) as s:
+        info = get_search(s, sid)
+    assert info.status is SearchStatus.FAILED and "cannot be overridden" in info.error
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_node_can_restrict_where_user_configs_come_from(sessions, name, tmp_path,
+                                                          monkeypatch):
+    from alz_db.worker import CONFIG_DIRS_ENV, NodeProblem, config_on_this_node
+
+    config = tmp_path / "mine.py"
+    config.write_text("x = 1\n")
+    with session_scope(sessions) as s:
+        info = create_search(s, name, "seg", "miou", extra={"config": str(config)})
+    assert config_on_this_node(info) == (str(config), False)
+    monkeypatch.setenv(CONFIG_DIRS_ENV, str(tmp_path / "configs"))
+    with pytest.raises(NodeProblem, match="outside this node's ALZ_CONFIG_DIRS"):
+        config_on_this_node(info)
+    monkeypatch.setenv(CONFIG_DIRS_ENV, str(tmp_path))
+    assert config_on_this_node(info)[0] == str(config)
