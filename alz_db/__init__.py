@@ -76,6 +76,7 @@ from .queue import (
     heartbeat,
     reap_expired_leases,
     record_steps,
+    release_evaluation,
 )
 from .records import (
     AttemptRecord,
@@ -132,7 +133,8 @@ __all__ = [
     "lineage", "list_searches", "list_workers", "make_engine", "make_session_factory",
     "mark_lost_workers", "normalize_url", "queue_evaluation", "read_population",
     "reap_expired_leases", "record_rejections", "record_steps", "register_worker",
-    "release_embedded", "release_proxy_slot", "reserve_proxy_slot", "resolve_database_url",
+    "release_embedded", "release_evaluation", "release_proxy_slot", "reserve_proxy_slot",
+    "resolve_database_url",
     "run_in_transaction", "session_scope", "start_embedded", "start_search", "stop_embedded",
     "stop_search", "stop_worker", "submit_candidate", "validate_search", "worker_heartbeat",
     "record_worker_problem", "resolve_worker_problem", "worker_problems",

@@ -368,6 +368,15 @@ def _search_progress(s, info) -> dict:  # noqa: ANN001 - Session, SearchInfo
         select(Evaluation.status, func.count()).where(Evaluation.search_id == info.id)
         .group_by(Evaluation.status)).all())
     counts = {st.value: int(by_status.get(st, 0)) for st in EvalStatus}
+    from .enums import AttemptOutcome
+    from .models import EvaluationAttempt
+
+    by_outcome = dict(s.execute(
+        select(EvaluationAttempt.outcome, func.count())
+        .join(Evaluation, Evaluation.id == EvaluationAttempt.evaluation_id)
+        .where(Evaluation.search_id == info.id, EvaluationAttempt.outcome.is_not(None))
+        .group_by(EvaluationAttempt.outcome)).all())
+    attempts = {o.value: int(by_outcome.get(o, 0)) for o in AttemptOutcome}
     from .workers import alive_workers
 
     alive = len(alive_workers(s, info.id, WORKER_SILENT_SECONDS))
@@ -375,7 +384,8 @@ def _search_progress(s, info) -> dict:  # noqa: ANN001 - Session, SearchInfo
     if info.best_candidate_id is not None:
         best_formula = s.execute(select(CandidateRow.formula).where(
             CandidateRow.id == info.best_candidate_id)).scalar_one_or_none()
-    return {"evaluations": counts, "workers_alive": int(alive), "best_formula": best_formula}
+    return {"evaluations": counts, "attempts": attempts, "workers_alive": int(alive),
+            "best_formula": best_formula}
 
 
 def _search_json(info, progress: dict | None = None) -> dict:  # noqa: ANN001 - SearchInfo
@@ -583,7 +593,7 @@ def cmd_search_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_search_json(info, progress)))
         return 0
-    ev = progress["evaluations"]
+    ev, at = progress["evaluations"], progress["attempts"]
     lines = [
         ("search", f"{info.id} {info.name!r} ({info.task} / {info.metric}, seed {info.seed})"),
         ("status", info.status.value + (f": {info.error}" if info.error else "")),
@@ -591,6 +601,8 @@ def cmd_search_status(args: argparse.Namespace) -> int:
                    f"{info.evaluations_reserved} reserved"),
         ("evaluations", f"{ev['running']} running, {ev['queued']} queued, {ev['stale']} stale, "
                         f"{ev['failed']} failed, {ev['done']} done"),
+        ("attempts", f"{at['error']} raised, {at['lease_expired']} lease expired, "
+                     f"{at['released']} handed back by a stop, {at['done']} done"),
         ("candidates", str(info.candidates)),
         ("rejection", f"{_rate(info.rejection_rate)} of {info.rejection_checks} checks "
                       f"rejected"),

@@ -61,6 +61,7 @@ class AttemptOutcome(str, Enum):
     DONE = "done"
     ERROR = "error"  # the worker reported a failure
     LEASE_EXPIRED = "lease_expired"  # reaped: the worker stopped heart-beating
+    RELEASED = "released"  # handed back by a clean stop: no attempt used (revision 0008)
 
 
 class WorkerStatus(str, Enum):

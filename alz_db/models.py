@@ -280,6 +280,8 @@ class Evaluation(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    # revision 0008: claims handed back by a clean stop (they use no attempt)
+    releases: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     fitness: Mapped[float | None] = mapped_column(Double)
@@ -294,7 +296,8 @@ class Evaluation(Base):
         CheckConstraint(_in("status", EvalStatus), name="status"),
         CheckConstraint(_in("fitness_kind", FitnessKind), name="fitness_kind"),
         CheckConstraint(_fitness_pair(), name="fitness"),
-        CheckConstraint("max_attempts >= 1 AND attempts >= 0 AND attempts <= max_attempts",
+        CheckConstraint("max_attempts >= 1 AND attempts >= 0 AND releases >= 0 AND "
+                        "releases <= attempts AND attempts - releases <= max_attempts",
                         name="attempts"),
         CheckConstraint("status <> 'running' OR (worker_id IS NOT NULL AND "
                         "lease_expires_at IS NOT NULL)", name="running_has_lease"),

@@ -23,9 +23,12 @@ reaped and re-claimed (even by itself) cannot overwrite the newer attempt.
 A proxy evaluation that fails for good gives its budget slot back, so the search still ends
 with exactly ``budget`` results; its candidate is ``failed`` and keeps its fingerprint class
 (the class is not trained again). When the last ``FAILURES_TO_FAIL_SEARCH`` proxy evaluations of
-a search all failed for good (a broken config, missing data: no loss can train), the search
-itself becomes ``failed`` with the last error, so workers stop spending attempts on it; a
-diverged run is a result, not a failure, and any result in between resets the count.
+a search all failed for good because their training raised (a broken config, missing data: no
+loss can train), the search itself becomes ``failed`` with the last error, so workers stop
+spending attempts on it; a diverged run is a result, not a failure, and any result in between
+resets the count. Evaluations that failed because their leases expired are counted apart, and a
+clean stop is no failure at all: :func:`release_evaluation` hands the claim back without using
+one of its attempts (attempt outcome ``released``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, tuple_, update
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -92,7 +95,8 @@ def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None 
     pick = (select(Evaluation.id).join(Search, Search.id == Evaluation.search_id)
             .where(Evaluation.status.in_([sql_value(x) for x in _CLAIMABLE]),
                    Evaluation.kind.in_(kinds),
-                   Evaluation.attempts < Evaluation.max_attempts, searchable)
+                   Evaluation.attempts - Evaluation.releases < Evaluation.max_attempts,
+                   searchable)
             .order_by(Evaluation.id).limit(1)
             .with_for_update(of=Evaluation, skip_locked=True))
     if search_id is not None:
@@ -297,11 +301,19 @@ def _promote_next(session: Session, search_id: int, failed_id: int) -> int | Non
 
 def _fail_search_if_hopeless(session: Session, search_id: int) -> None:
     """Fail a running search whose last ``FAILURES_TO_FAIL_SEARCH`` proxy evaluations all
-    failed for good (see the module doc)."""
+    failed for good because their training raised (see the module doc). An evaluation that
+    failed because its leases expired (its workers went silent: killed, out of memory, cut
+    off) is counted apart: it neither adds to the streak nor resets it."""
+    last_outcome = (select(EvaluationAttempt.outcome)
+                    .where(EvaluationAttempt.evaluation_id == Evaluation.id)
+                    .order_by(EvaluationAttempt.attempt.desc()).limit(1)
+                    .correlate(Evaluation).scalar_subquery())
     last = session.execute(
         select(Evaluation.status, Evaluation.error)
         .where(Evaluation.search_id == search_id, Evaluation.kind == EvalKind.PROXY,
-               Evaluation.status.in_([EvalStatus.DONE, EvalStatus.FAILED]))
+               Evaluation.status.in_([EvalStatus.DONE, EvalStatus.FAILED]),
+               or_(Evaluation.status == sql_value(EvalStatus.DONE),
+                   last_outcome == sql_value(AttemptOutcome.ERROR)))
         .order_by(Evaluation.finished_at.desc().nulls_last(), Evaluation.id.desc())
         .limit(FAILURES_TO_FAIL_SEARCH)).all()
     if len(last) < FAILURES_TO_FAIL_SEARCH or \
@@ -324,7 +336,7 @@ def fail_evaluation(session: Session, lease: Lease, error: str, *,
     """
     message = _one_line(error)
     if retry:
-        out_of_attempts = Evaluation.attempts >= Evaluation.max_attempts
+        out_of_attempts = Evaluation.attempts - Evaluation.releases >= Evaluation.max_attempts
         status: Any = case((out_of_attempts, EvalStatus.FAILED.value),
                            else_=EvalStatus.QUEUED.value)
         finished: Any = case((out_of_attempts, func.now()), else_=None)
@@ -344,6 +356,23 @@ def fail_evaluation(session: Session, lease: Lease, error: str, *,
     return FinishOutcome.RECORDED
 
 
+def release_evaluation(session: Session, lease: Lease, reason: str) -> FinishOutcome:
+    """Hand a claimed evaluation back, queued again, without using one of its attempts (a
+    clean stop: SIGTERM, Ctrl-C, a drained node, a node that cannot serve the search). It
+    does not count toward the search's failures. ``LEASE_LOST`` if this attempt no longer owns
+    it; a second call after a lost commit reply changes nothing."""
+    message = _one_line(reason)
+    row = session.execute(
+        update(Evaluation).where(_owned(lease))
+        .values(status=EvalStatus.QUEUED, error=message, releases=Evaluation.releases + 1,
+                worker_id=None, lease_expires_at=None)
+        .returning(Evaluation.id).execution_options(synchronize_session=False)).one_or_none()
+    if row is None:
+        return _not_owned_outcome(session, lease, AttemptOutcome.RELEASED)
+    _close_attempt(session, lease.evaluation_id, lease.attempt, AttemptOutcome.RELEASED, message)
+    return FinishOutcome.RECORDED
+
+
 def reap_expired_leases(session: Session, *, limit: int = 100) -> list[ReapedEvaluation]:
     """Take back up to ``limit`` evaluations whose lease expired (database clock).
 
@@ -356,7 +385,7 @@ def reap_expired_leases(session: Session, *, limit: int = 100) -> list[ReapedEva
                       Evaluation.lease_expires_at < func.now())
                .order_by(Evaluation.lease_expires_at).limit(limit)
                .with_for_update(skip_locked=True))
-    out_of_attempts = Evaluation.attempts >= Evaluation.max_attempts
+    out_of_attempts = Evaluation.attempts - Evaluation.releases >= Evaluation.max_attempts
     rows = session.execute(
         update(Evaluation).where(Evaluation.id.in_(expired.scalar_subquery()))
         .values(status=case((out_of_attempts, EvalStatus.FAILED.value),

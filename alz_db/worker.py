@@ -30,11 +30,13 @@ Contracts and choices:
   (same initial weights and data order: fitnesses are comparable).
 * **Shutdown.** When ``stop`` is set the worker stops within one training iteration (or one
   rejection check): a proxy run in progress is abandoned and its evaluation is handed back at
-  once with :func:`alz_db.fail_evaluation` (``retry=True``: re-queued, error "worker N stopped",
-  kept in the attempt history) rather than left to expire, so another worker can take it
-  immediately. This uses one of the evaluation's ``max_attempts`` claims. If the database is
-  unreachable at that moment the lease simply expires and the reaper re-queues it. The worker
-  row is then marked ``stopped``.
+  once (re-queued, error "worker N stopped", kept in the attempt history) rather than left to
+  expire, so another worker can take it immediately. A stop is not a failure: the hand-back
+  (:func:`alz_db.release_evaluation`, attempt outcome ``released``) uses none of the
+  evaluation's ``max_attempts`` and does not count toward the search's failures. If the
+  database is unreachable at that moment the lease simply expires and the reaper re-queues it
+  (that does use an attempt: a silent worker cannot be told apart from a crashed one). The
+  worker row is then marked ``stopped``.
 * **Lost lease.** If a heartbeat finds the lease gone (reaped after a stall), the proxy run is
   abandoned at the next iteration and nothing is recorded (the newer attempt owns the row).
 * **Database outages.** Every unit of work goes through :func:`alz_db.run_in_transaction`
@@ -90,6 +92,7 @@ from .queue import (
     heartbeat,
     reap_expired_leases,
     record_steps,
+    release_evaluation,
 )
 from .records import Lease, SearchInfo
 from .retry import RetryPolicy, run_in_transaction
@@ -428,7 +431,9 @@ class _Worker:
     def evaluate(self, lease: Lease) -> None:
         ctx = self.context(lease.search_id)
         if ctx is None:
-            self.call(fail_evaluation, lease, "the worker cannot build the task", retry=True)
+            # a node problem or a failed search: hand it back without using an attempt
+            self.call(release_evaluation, lease,
+                      f"worker {self.worker_id} cannot build the task on this node")
             return
         log.info("worker %d: evaluation %d (candidate %d, attempt %d): %s", self.worker_id,
                  lease.evaluation_id, lease.candidate_id, lease.attempt, lease.candidate.text)
@@ -474,8 +479,8 @@ class _Worker:
                         lease.evaluation_id)
             return
         try:
-            self.call(fail_evaluation, lease, f"worker {self.worker_id} stopped during the run",
-                      retry=True)
+            self.call(release_evaluation, lease,
+                      f"worker {self.worker_id} stopped during the run")
         except (TransientStoreError, DatabaseUnavailable):
             log.warning("worker %d: could not hand back evaluation %d; its lease will expire",
                         self.worker_id, lease.evaluation_id)

@@ -286,6 +286,7 @@ def test_status_counts(capsys, db_url, populated):
     # ce, sq, abs done; exp failed (slot given back); pending queued; eq used no budget
     assert st["evaluations_done"] == 3 and st["evaluations_reserved"] == 4
     assert st["evaluations"] == {"queued": 1, "running": 0, "done": 3, "failed": 1, "stale": 0}
+    assert st["attempts"]["done"] == 3 and st["attempts"]["released"] == 0
     assert st["candidates"] == 6
     assert st["rejection_checks"] == 7 and st["rejections"] == 1
     assert st["rejection_rate"] == pytest.approx(1 / 7)

@@ -34,6 +34,7 @@ from alz_db import (
     reap_expired_leases,
     record_steps,
     register_worker,
+    release_evaluation,
     reserve_proxy_slot,
     run_in_transaction,
     session_scope,
@@ -251,6 +252,61 @@ def test_a_search_whose_proxy_runs_keep_failing_fails(sessions, unique_name,
                               f"a new search")
         # the one evaluation still queued is not handed out any more
         assert claim_evaluation(s, worker_id, search_id=sid) is None
+
+
+def test_a_clean_stop_uses_no_attempt(sessions, unique_name, worker_id) -> None:
+    """A hand-back (SIGTERM, Ctrl-C, a drained node) re-queues the evaluation without using
+    one of its attempts, however often it happens; the history says ``released``."""
+    sid, (cid,) = _search(sessions, unique_name, budget=2, queued=1, max_attempts=1)
+    for i in range(4):
+        with session_scope(sessions) as s:
+            lease = claim_evaluation(s, worker_id, search_id=sid)
+            assert lease is not None and lease.attempt == i + 1
+            assert release_evaluation(s, lease, "worker stopped\nduring the run") \
+                is FinishOutcome.RECORDED
+        with session_scope(sessions) as s:  # a retried unit after a lost reply: no-op
+            assert release_evaluation(s, lease, "again") is FinishOutcome.ALREADY_RECORDED
+            assert finish_evaluation(s, lease, fitness=0.1) is FinishOutcome.LEASE_LOST
+            ev = get_evaluation(s, lease.evaluation_id)
+            assert ev.status is EvalStatus.QUEUED and ev.worker_id is None
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+        assert lease is not None  # max_attempts=1, four releases: still one attempt left
+        assert fail_evaluation(s, lease, "boom") is FinishOutcome.RECORDED
+    with session_scope(sessions) as s:
+        history = evaluation_attempts(s, lease.evaluation_id)
+        ev = get_evaluation(s, lease.evaluation_id)
+        assert get_candidate(s, cid).status is CandidateStatus.FAILED
+    assert [a.outcome for a in history] == [AttemptOutcome.RELEASED] * 4 + [AttemptOutcome.ERROR]
+    assert history[0].error == "worker stopped during the run"
+    assert ev.status is EvalStatus.FAILED and ev.attempts == 5
+
+
+def test_only_trainings_that_raised_fail_a_search(sessions, unique_name, worker_id) -> None:
+    """Stops never count toward the failures-in-a-row rule, and evaluations that failed
+    because their leases expired (workers killed, cut off) are counted apart: neither adds to
+    the streak nor resets it."""
+    n = FAILURES_TO_FAIL_SEARCH
+    sid, _ = _search(sessions, unique_name, budget=3 * n, queued=3 * n, max_attempts=1)
+    steps = ["stop", "error", "expire"] * (n - 1) + ["stop"]  # n - 1 errors in between
+    for i, step in enumerate(steps):
+        with session_scope(sessions) as s:
+            lease = claim_evaluation(s, worker_id, search_id=sid)
+            if step == "stop":
+                release_evaluation(s, lease, "worker stopped")
+            elif step == "error":
+                fail_evaluation(s, lease, f"RuntimeError: {i}")
+        if step == "expire":
+            _expire(sessions, lease.evaluation_id)
+            with session_scope(sessions) as s:
+                reap_expired_leases(s)
+    with session_scope(sessions) as s:
+        assert get_search(s, sid).status is SearchStatus.RUNNING
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+        fail_evaluation(s, lease, "RuntimeError: the last straw")
+    with session_scope(sessions) as s:
+        info = get_search(s, sid)
+    assert info.status is SearchStatus.FAILED and "the last straw" in info.error
 
 
 def test_diverged_training_is_a_result_not_a_failure(sessions, unique_name,

@@ -119,9 +119,13 @@ def test_a_stop_event_hands_the_running_evaluation_back_at_once(
                          data_dir=tmp_path, poll_seconds=0.2, torch_threads=1)
     t.join(timeout=5)
     assert summary.exit_reason == "stopped" and summary.evaluations_abandoned == 1
-    # re-queued now (not after the 60 s lease), the attempt closed as an error, worker stopped
-    [(status, error)] = sql(fault_db, "SELECT status, error FROM evaluation WHERE search_id = %s "
-                                      "AND attempts = 1 AND status <> 'done'", sid)
-    assert status == "queued" and "stopped" in error
+    # re-queued now (not after the 60 s lease), the attempt closed as released: a stop uses
+    # none of the evaluation's attempts; worker stopped
+    [(eid, status, error, releases)] = sql(
+        fault_db, "SELECT id, status, error, releases FROM evaluation WHERE search_id = %s "
+                  "AND attempts = 1 AND status <> 'done'", sid)
+    assert status == "queued" and "stopped" in error and releases == 1
+    assert sql(fault_db, "SELECT outcome FROM evaluation_attempt WHERE evaluation_id = %s",
+               eid) == [("released",)]
     assert sql(fault_db, "SELECT status FROM worker WHERE id = %s", summary.worker_id) == \
         [("stopped",)]
