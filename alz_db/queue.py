@@ -422,7 +422,11 @@ def record_steps(session: Session, lease: Lease,
     Idempotent (a step written twice keeps the last value). ``False``, and nothing written, if
     the attempt no longer owns the evaluation.
     """
-    owned = session.execute(select(Evaluation.id).where(_owned(lease))).scalar_one_or_none()
+    # FOR UPDATE: the reaper (which skips locked rows) cannot take the evaluation between this
+    # ownership test and the insert below, so a stale worker never writes into a newer
+    # attempt's loss curve
+    owned = session.execute(select(Evaluation.id).where(_owned(lease))
+                            .with_for_update()).scalar_one_or_none()
     if owned is None:
         return False
     rows = [{"evaluation_id": lease.evaluation_id, "step": int(s),

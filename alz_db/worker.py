@@ -341,23 +341,39 @@ class _Worker:
 
     # heartbeat thread -------------------------------------------------------------------------
     def _beat_loop(self, done: threading.Event) -> None:
+        """Renew the held lease every third of its length, and reap expired leases (and mark
+        silent workers lost) every half lease: here rather than in the main loop, so leases
+        are reaped while every worker is busy training."""
         interval = max(0.2, self.lease_seconds / 3)
-        while not done.wait(interval):
-            with self._lease_lock:
-                lease = self._lease
-            try:
-                if lease is not None:
-                    expiry = run_in_transaction(self.sessions, heartbeat, lease,
-                                                self.lease_seconds, policy=_HEARTBEAT_POLICY)
-                    with self._lease_lock:
-                        if expiry is None and self._lease is lease:
-                            log.warning("worker %d: lost the lease of evaluation %d",
-                                        self.worker_id, lease.evaluation_id)
-                            self._lease_lost.set()
-                run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
-                                   policy=_HEARTBEAT_POLICY)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
-                log.warning("worker %d: heartbeat failed: %s", self.worker_id, exc)
+        reap_every = max(0.5, self.lease_seconds / 2)
+        next_reap = 0.0
+        while True:
+            if time.monotonic() >= next_reap:
+                try:
+                    self._reap()
+                except Exception as exc:  # noqa: BLE001 - retried at the next round
+                    log.warning("worker %d: reaping failed: %s", self.worker_id, exc)
+                next_reap = time.monotonic() + reap_every
+            if done.wait(max(0.0, min(interval, next_reap - time.monotonic()))):
+                return
+            self._beat()
+
+    def _beat(self) -> None:
+        with self._lease_lock:
+            lease = self._lease
+        try:
+            if lease is not None:
+                expiry = run_in_transaction(self.sessions, heartbeat, lease,
+                                            self.lease_seconds, policy=_HEARTBEAT_POLICY)
+                with self._lease_lock:
+                    if expiry is None and self._lease is lease:
+                        log.warning("worker %d: lost the lease of evaluation %d",
+                                    self.worker_id, lease.evaluation_id)
+                        self._lease_lost.set()
+            run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
+                               policy=_HEARTBEAT_POLICY)
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+            log.warning("worker %d: heartbeat failed: %s", self.worker_id, exc)
 
     def _hold(self, lease: Lease | None) -> None:
         with self._lease_lock:
@@ -429,8 +445,10 @@ class _Worker:
 
     # one proxy evaluation -----------------------------------------------------------------------
     def evaluate(self, lease: Lease) -> None:
+        self._hold(lease)  # renewed while the task is built too: a cold node is slow here
         ctx = self.context(lease.search_id)
         if ctx is None:
+            self._hold(None)
             # a node problem or a failed search: hand it back without using an attempt
             self.call(release_evaluation, lease,
                       f"worker {self.worker_id} cannot build the task on this node")
@@ -439,7 +457,6 @@ class _Worker:
                  lease.evaluation_id, lease.candidate_id, lease.attempt, lease.candidate.text)
         work_dir = self.data_dir / "runs" / f"w{self.worker_id}-e{lease.evaluation_id}-" \
                                             f"a{lease.attempt}"
-        self._hold(lease)
         try:
             result = _run_proxy(ctx, lease, work_dir)
         except _Abandon:
@@ -560,12 +577,8 @@ class _Worker:
         beat = threading.Thread(target=self._beat_loop, args=(done,), daemon=True,
                                 name=f"alz-heartbeat-{self.worker_id}")
         beat.start()
-        next_reap = 0.0
         try:
             while not self.stop.is_set():
-                if time.monotonic() >= next_reap:
-                    self._reap()
-                    next_reap = time.monotonic() + max(0.5, self.lease_seconds / 2)
                 lease = self.call(claim_evaluation, self.worker_id, search_id=self.search_id,
                                   kinds=(EvalKind.PROXY,), lease_seconds=self.lease_seconds,
                                   search_ids=self.servable())
@@ -597,12 +610,15 @@ class _Worker:
         return self.summary
 
     def _reap(self) -> None:
-        reaped = self.call(reap_expired_leases)
+        """Reap expired leases and mark silent workers lost (from the heartbeat thread)."""
+        reaped = run_in_transaction(self.sessions, reap_expired_leases,
+                                    policy=_HEARTBEAT_POLICY)
         self.summary.reaped += len(reaped)
         for r in reaped:
             log.info("worker %d: reaped evaluation %d (worker %s, attempt %d) -> %s",
                      self.worker_id, r.evaluation_id, r.worker_id, r.attempt, r.status.value)
-        self.call(mark_lost_workers, max(30.0, 4.0 * self.lease_seconds))
+        run_in_transaction(self.sessions, mark_lost_workers,
+                           max(30.0, 4.0 * self.lease_seconds), policy=_HEARTBEAT_POLICY)
 
     def _evolve_any(self) -> bool:
         for info in self.call(self._selected):

@@ -69,6 +69,38 @@ def test_retry_survives_a_dropped_connection(sessions) -> None:
     assert len(calls) == 2
 
 
+def test_a_lock_timeout_on_a_hot_row_is_retried(db_url: str) -> None:
+    """55P03 (lock_timeout) while another transaction holds the row: the unit runs again once
+    the holder is done, like any other transient error."""
+    holder = make_engine(db_url, pool_size=1, max_overflow=0)
+    engine = make_engine(db_url, lock_timeout_ms=100, pool_size=1, max_overflow=0)
+    sessions = make_session_factory(engine)
+    try:
+        with holder.connect() as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS lock_probe (id int PRIMARY KEY, n int)"))
+            conn.execute(text("INSERT INTO lock_probe VALUES (1, 0) ON CONFLICT DO NOTHING"))
+            conn.commit()
+            conn.execute(text("SELECT * FROM lock_probe WHERE id = 1 FOR UPDATE"))
+            calls: list[int] = []
+
+            def bump(s) -> int:
+                calls.append(1)
+                return s.execute(text("UPDATE lock_probe SET n = n + 1 WHERE id = 1 "
+                                      "RETURNING n")).scalar_one()
+
+            def pause(_: float) -> None:
+                conn.rollback()  # the holder lets go after the first timeout
+
+            n = run_in_transaction(sessions, bump, sleep=pause)
+        assert len(calls) == 2 and n >= 1
+    finally:
+        with holder.connect() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS lock_probe"))
+            conn.commit()
+        engine.dispose()
+        holder.dispose()
+
+
 def test_retry_is_bounded_and_jittered(sessions) -> None:
     policy = RetryPolicy(attempts=4, base_delay_s=0.1, max_delay_s=0.25)
     pauses: list[float] = []

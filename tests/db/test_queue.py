@@ -309,6 +309,46 @@ def test_only_trainings_that_raised_fail_a_search(sessions, unique_name, worker_
     assert info.status is SearchStatus.FAILED and "the last straw" in info.error
 
 
+def test_a_stale_worker_never_writes_into_the_new_attempts_curve(
+        race_engine, sessions, unique_name, worker_id) -> None:
+    """The reaper runs in the gap between ``record_steps``' ownership test and its insert
+    (a hook on the insert statement): either the reaper skips the row the writer holds, or the
+    writer finds it gone; never are the reaped attempt's steps written into the evaluation."""
+    from sqlalchemy import event
+
+    sid, _ = _search(sessions, unique_name, budget=1, queued=1)
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+    _expire(sessions, lease.evaluation_id)
+    other_sessions = make_session_factory(race_engine)
+    reaped: list = []
+
+    def reap_now() -> None:
+        with session_scope(other_sessions) as s:
+            reaped.extend(r for r in reap_expired_leases(s) if r.search_id == sid)
+            if reaped:
+                claim_evaluation(s, worker_id, search_id=sid)  # the newer attempt
+
+    def before(conn, cursor, statement, *_):  # noqa: ANN001 - sqlalchemy's hook signature
+        if statement.lstrip().upper().startswith("INSERT INTO EVALUATION_STEP"):
+            t = threading.Thread(target=reap_now)
+            t.start()
+            t.join(20)
+
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        with session_scope(sessions) as s:
+            wrote = record_steps(s, lease, [(1, 2.5), (2, 2.0)])
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    with session_scope(sessions) as s:
+        steps = evaluation_steps(s, lease.evaluation_id)
+        ev = get_evaluation(s, lease.evaluation_id)
+    assert not (reaped and steps), "a reaped attempt wrote its steps into the new attempt"
+    assert wrote and not reaped and ev.attempts == 1  # the reaper skipped the held row
+
+
 def test_diverged_training_is_a_result_not_a_failure(sessions, unique_name,
                                                      worker_id) -> None:
     sid, (cid,) = _search(sessions, unique_name, budget=3, queued=1)

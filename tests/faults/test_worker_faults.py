@@ -129,3 +129,54 @@ def test_a_stop_event_hands_the_running_evaluation_back_at_once(
                eid) == [("released",)]
     assert sql(fault_db, "SELECT status FROM worker WHERE id = %s", summary.worker_id) == \
         [("stopped",)]
+
+
+def test_leases_are_reaped_while_every_worker_is_training(
+        fault_db: str, voc_root: Path, tmp_path: Path) -> None:
+    """The heartbeat thread reaps: a lease that expires while the only worker is in the middle
+    of a long proxy run is taken back then, not when that run ends."""
+    from alz_db import (
+        claim_evaluation,
+        make_engine,
+        make_session_factory,
+        register_worker,
+        session_scope,
+        submit_candidate,
+    )
+    from tests.db.builders import cand
+
+    busy = make_search(fault_db, voc_root, budget=1, initial=1, max_iters=5000)
+    other = make_search(fault_db, voc_root, budget=1, initial=1, max_iters=3)
+    engine = make_engine(fault_db)
+    try:
+        sessions = make_session_factory(engine)
+        with session_scope(sessions) as s:  # a worker on another node claimed, then died
+            submit_candidate(s, other, cand("-y*log(yhat)"), fingerprint="dead-node")
+            dead = register_worker(s, "dead-node", 1, "cpu")
+            lease = claim_evaluation(s, dead, search_id=other, lease_seconds=1.0)
+    finally:
+        engine.dispose()
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        result["summary"] = run_worker(fault_db, search_id=busy, lease_seconds=3, stop=stop,
+                                       data_dir=tmp_path, poll_seconds=0.2, torch_threads=1)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        [(training, started)] = wait_for(lambda: sql(
+            fault_db, "SELECT id, started_at FROM evaluation WHERE search_id = %s AND "
+                      "status = 'running' AND started_at < now() - interval '2 seconds'",
+            busy), 120, "a long proxy run")
+        wait_for(lambda: sql(fault_db, "SELECT 1 FROM evaluation WHERE id = %s AND "
+                                       "status = 'stale'", lease.evaluation_id),
+                 30, "the dead node's lease to be reaped")
+        # reaped during the run: the busy evaluation is still in the same attempt
+        assert sql(fault_db, "SELECT status, started_at FROM evaluation WHERE id = %s",
+                   training) == [("running", started)]
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert result["summary"].reaped >= 1
