@@ -57,12 +57,21 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def display_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages and logs."""
+    """The URL with its passwords hidden, for messages and logs: the user's
+    (``user:***@``) and any query parameter naming one (``?password=``, ``sslpassword=``,
+    which libpq accepts too)."""
+    import re
+
     try:
-        return make_url(url).render_as_string(hide_password=True) if isinstance(url, str) \
-            else url.render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
-        return str(url)
+        u = make_url(url) if isinstance(url, str) else url
+        hidden = {k: "***" for k in u.query if "password" in k.lower()}
+        if hidden:
+            u = u.set(query={**u.query, **hidden})
+        shown = u.render_as_string(hide_password=True)
+        return shown.replace("=%2A%2A%2A", "=***") if hidden else shown
+    except Exception:  # noqa: BLE001 - an unparsable URL: shown with its passwords masked
+        text_ = re.sub(r"(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", str(url), flags=re.I)
+        return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", text_)
 
 
 def resolve_database_url() -> str:

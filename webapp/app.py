@@ -10,6 +10,9 @@ import streamlit as st
 
 from webapp.common import PAGES, where_connected
 
+# visitors never see a traceback (which may name the database), however the app is started;
+# `alz ui` passes --client.showErrorDetails false as well
+st.set_option("client.showErrorDetails", False)
 st.set_page_config(page_title="AutoLoss-Zero", page_icon=":material/function:", layout="wide")
 
 _TITLES = {"searches": "Searches", "population": "Population", "candidate": "Candidate",

@@ -3,18 +3,24 @@ and candidate being looked at (kept in the URL so links can be shared), and form
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import streamlit as st
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from alz_db import (
     DATABASE_URL_ENV,
+    DatabaseUnavailable,
     FitnessKind,
+    InvalidInput,
+    NotFound,
+    StatementTimeout,
     StoreError,
-    display_url,
+    TransientStoreError,
     make_session_factory,
     resolve_database_url,
     session_scope,
@@ -25,6 +31,7 @@ from alz_db.browse import SearchOverview, make_read_only_engine, search_overview
 UI_DATABASE_URL_ENV = "ALZ_UI_DATABASE_URL"
 
 T = TypeVar("T")
+_log = logging.getLogger("alz.webapp")
 
 
 def database_url() -> str:
@@ -52,14 +59,31 @@ def sessions() -> sessionmaker[Session]:
     return _sessions(database_url())
 
 
+def public_error(exc: StoreError) -> str:
+    """What a visitor is told about a storage error: the message itself for what they asked
+    (no such search or candidate, a bad value), else only what happened. Messages of the
+    other errors name the database (host, socket, user) and the driver's words: they go to
+    the server's log (:func:`read`), never to the page."""
+    if isinstance(exc, (NotFound, InvalidInput)):
+        return str(exc)
+    if isinstance(exc, StatementTimeout):
+        return "The database took too long to answer: narrow the filters, or reload the page."
+    if isinstance(exc, (DatabaseUnavailable, TransientStoreError)):
+        return "The database is not reachable right now: reload the page in a moment."
+    return "The database refused this request (the server's log says why)."
+
+
 def read(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(session, *args, **kwargs)`` in one read-only transaction. A storage error (no
-    such search, database down, statement timeout) is shown on the page, which then stops."""
+    such search, database down, statement timeout) is shown on the page as
+    :func:`public_error` words it (its details go to the server's log), and the page stops."""
     try:
         with session_scope(sessions()) as s:
             return fn(s, *args, **kwargs)
     except StoreError as exc:
-        st.error(f"{exc}")
+        if not isinstance(exc, (NotFound, InvalidInput)):
+            _log.warning("database error on a page: %s", exc)  # passwords hidden already
+        st.error(public_error(exc))
         st.stop()
         raise  # st.stop() raises; this line is for type checkers
 
@@ -136,11 +160,14 @@ def fmt_rate(value: float | None) -> str:
 
 
 def where_connected() -> str:
-    """The app's database URL without its password (or why there is none)."""
+    """Which database the app reads, as visitors see it: its name and the role it reads as,
+    never a connection string (host, port, socket path, password) nor an error's details."""
     try:
-        return display_url(database_url())
-    except StoreError as exc:
-        return f"(no database: {exc})"
+        url = make_url(database_url())
+    except Exception:  # noqa: BLE001 - an unparsable URL or no database: nothing to tell
+        return "its database"
+    name = f"database {url.database}" if url.database else "its database"
+    return f"{name} as role {url.username}" if url.username else name
 
 
 #: page files, relative to webapp/app.py (the keys name them in code)
