@@ -1,5 +1,5 @@
 # AutoLoss-Zero workers and command line (CPU). Built and used by docker-compose.yml.
-# Untested on the development machine (no Docker there); see README "Docker".
+# Untested here: no Docker on the development machine (see README "Docker").
 FROM python:3.11-slim
 
 # compilers: mmcv and xtcocotools are built from source by scripts/install.sh, and the
@@ -9,12 +9,24 @@ RUN apt-get update \
         build-essential git libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
+# the user every container of the image runs as (not root); uid 10001 is the owner of the
+# libpq password file that docker-compose's `secrets` service writes
+RUN groupadd --gid 10001 alz \
+    && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/alz \
+        --shell /usr/sbin/nologin alz
+
 WORKDIR /app
 COPY . /app
-# the same installer as a bare machine; the mmcv wheel it builds is kept in the image's cache
+# the same installer as a bare machine (as root: it installs system packages first); the
+# project and its .venv stay root-owned, so the running user cannot change the code
 RUN bash scripts/install.sh
 
 ENV PATH=/app/.venv/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    HOME=/home/alz
+# writable by the user: the workers' synthetic data and work directories (.alz/data), the
+# native kernel's cache (~/.cache/alz/native), Streamlit's and mmengine's caches
+WORKDIR /home/alz
+USER 10001:10001
 # the embedded server is not used in containers: set ALZ_DATABASE_URL (docker-compose does)
 CMD ["alz", "--help"]

@@ -426,7 +426,7 @@ def test_stop_a_finished_search_is_refused_and_run_prints_the_best(capsys, db_ur
 def test_docker_compose_is_valid_yaml():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "migrate", "worker", "webapp"}
+    assert set(services) == {"secrets", "postgres", "migrate", "worker", "webapp"}
     pg = services["postgres"]
     assert pg["image"] == "postgres:16" and "pg_isready" in " ".join(pg["healthcheck"]["test"])
     volume = pg["volumes"][0].split(":")[0]
