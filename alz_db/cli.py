@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -759,6 +760,25 @@ def _print_result(db: _Database, search_id: int, limit: int = 5) -> None:
         note = f", {same.replace('_', '-')} rescaled" if same else ""
         _say(f"  #{e.rank} {_fmt(e.fitness)} is {where} {floor.loss}'s band "
              f"{band[0]:.4f} - {band[1]:.4f}{note}")
+    if band is not None:
+        _say(_verdict(top, labels, band, floor.loss))
+
+
+def _verdict(top, labels, band: tuple[float, float], loss: str) -> str:  # noqa: ANN001
+    """One line: did the search find, from scratch, a loss that trains as well as the
+    reference (inside or above its noise band), and is it more than the reference rescaled?"""
+    good = [(e, same) for e, same in zip(top, labels)
+            if e.fitness is not None and e.fitness >= band[0]]
+    new = [e for e, same in good if not same]
+    if not good:
+        return (f"verdict: no loss of the top {len(top)} reached {loss}'s band yet "
+                f"(more budget, or --proxy-seeds for a noisier task)")
+    if not new:
+        return (f"verdict: the search rediscovered {loss} (up to scale) from scratch; "
+                f"nothing else of its top {len(top)} reached the band yet")
+    return (f"verdict: the search found {len(new)} loss(es) from scratch that train as well "
+            f"as {loss} (inside or above its band) and are not {loss} rescaled; the best: "
+            f"{new[0].formula}")
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:
@@ -1288,6 +1308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_protect_formulas(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
         return exc.code if isinstance(exc.code, int) else 0
+    if not os.environ.get("ALZ_DEBUG"):
+        # OpenMMLab's deprecation notices repeat on every training and say nothing about the
+        # user's work (ALZ_DEBUG=1 shows them)
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                module=r"mm(cv|engine|seg|det|pose)")
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:

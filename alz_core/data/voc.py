@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .splits import SearchSplit, SplitSource, find_splits, write_name_split
-from .synthetic import VOC_NUM_CLASSES, synthetic_scene
+from .synthetic import SCENE, SCENE_SIZE, VOC_NUM_CLASSES, class_colours, synthetic_scene
 
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
 IMAGE_DIR = "JPEGImages"
@@ -102,7 +102,7 @@ def synthetic_ids(num_images: int, prefix: str = "syn_") -> list[str]:
 VOC_TRAIN_SOURCE = SplitSource("ImageSets/Segmentation/train.txt", IMAGE_DIR, LABEL_DIR)
 
 
-def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
+def write_voc_dataset(root: str | Path, num_images: int, size: int = SCENE_SIZE,
                       num_classes: int = VOC_NUM_CLASSES, seed: int = 0,
                       eval_count: int | None = None, val_count: int | None = None,
                       sbd: int = 0) -> Path:
@@ -128,7 +128,7 @@ def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
         val_count = max(1, num_images // 5)
     params = {"num_images": num_images, "size": size, "num_classes": num_classes,
               "seed": seed, "eval_count": eval_count, "val_count": val_count, "sbd": sbd,
-              "version": 2}
+              "scene": SCENE, "version": 3}
     marker = root / MARKER
     state = json.loads(marker.read_text()) if marker.exists() else {}
     same = state.get("params") == params
@@ -139,6 +139,7 @@ def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
         (root / sub).mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(marker, json.dumps({"params": params, "complete": False}).encode())
     palette = voc_palette()
+    colours = class_colours(num_classes)
     for stream, ids in ((0, train_ids), (1, val_ids)):
         for i, sid in enumerate(ids):
             img_path = root / IMAGE_DIR / f"{sid}.jpg"
@@ -148,7 +149,7 @@ def write_voc_dataset(root: str | Path, num_images: int, size: int = 64,
             if same and img_path.exists() and lab_path.exists():
                 continue
             rng = np.random.default_rng([seed, i] if stream == 0 else [seed, stream, i])
-            image, label = synthetic_scene(rng, size, num_classes)
+            image, label = synthetic_scene(rng, size, num_classes, colours)
             _atomic_save_image(img_path, Image.fromarray(image, "RGB"), "JPEG", quality=95)
             lab = Image.fromarray(label, "L").convert("P")
             lab.putpalette(palette)

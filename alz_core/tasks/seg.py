@@ -63,12 +63,13 @@ RETRAIN_CONFIG = CONFIG_DIR / "deeplabv3plus_r101_voc_retrain.py"
 #: built-in configs that train on the synthetic dataset when no data root is given
 SYNTHETIC_CONFIGS = frozenset({"tiny"})
 
-#: The default tiny dataset: 64x64 scenes, 400 to train on (80 of them held out by the search
-#: split) and 80 more for the validation split of re-trainings.
-SYNTHETIC_IMAGES = 400
-SYNTHETIC_EVAL = 80
-SYNTHETIC_VAL = 80
-SYNTHETIC_SIZE = 64
+#: The default tiny dataset: 32x32 scenes, 1840 to train on (240 of them held out by the
+#: search split: 1600 train each proxy run) and 240 more for the validation split of
+#: re-trainings (docs/proxy.md: why these sizes).
+SYNTHETIC_IMAGES = 1840
+SYNTHETIC_EVAL = 240
+SYNTHETIC_VAL = 240
+SYNTHETIC_SIZE = 32
 #: the heads whose losses the searched loss replaces
 LOSS_HEADS = ("decode_head", "auxiliary_head")
 #: side of the rejection samples: the proxy's crop side, at most this (label maps are resized

@@ -74,7 +74,10 @@ def test_operators_mixing_pixels_run_on_the_whole_tensor(problem, text):
     fused, plain = check(g, problem, engine="native"), check_plain(g, problem)
     assert (fused.verdict, fused.reason) == (plain.verdict, plain.reason)
     if plain.metric_after is not None:
-        assert fused.metric_after == pytest.approx(plain.metric_after, abs=2e-3)
+        # a pooled gradient goes to one pixel of each window: where two pixels are within
+        # rounding of each other the engines may pick different ones, and 200 SGD steps carry
+        # that on (measured up to 0.005 mIoU on these labels); the verdict is what must agree
+        assert fused.metric_after == pytest.approx(plain.metric_after, abs=1e-2)
 
 
 def test_pooling_ties_route_the_gradient_like_max_pool2d():

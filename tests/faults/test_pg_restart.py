@@ -68,7 +68,7 @@ def test_workers_survive_a_postgresql_restart_mid_search(
         reap_children: list[Any]) -> None:
     name, url = cluster
     budget = 5
-    sid = make_search(url, voc_root, budget=budget, initial=2, max_iters=20)
+    sid = make_search(url, voc_root, budget=budget, initial=2, max_iters=100)
     procs = spawn_workers(url, 2, sid, lease_seconds=10, data_dir=tmp_path, idle_exit=True,
                           log_level="WARNING")
     reap_children.extend(procs)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.fault
 def test_sigkilled_worker_is_requeued_after_its_lease_and_finished_by_another(
         fault_db: str, voc_root: Path, tmp_path: Path, reap_children: list[Any]) -> None:
     budget = 4
-    sid = make_search(fault_db, voc_root, budget=budget, initial=2, max_iters=20)
+    sid = make_search(fault_db, voc_root, budget=budget, initial=2, max_iters=200)
     [victim] = spawn_workers(fault_db, 1, sid, lease_seconds=3, data_dir=tmp_path,
                              idle_exit=True, log_level="WARNING")
     reap_children.append(victim)

@@ -15,11 +15,13 @@ NUM_CLASSES = 21
 
 
 def _labels_and_predictions(n: int, size: int | tuple[int, int], seed: int):
-    """Synthetic label maps, some ignored pixels, and predictions that are partly wrong."""
+    """Synthetic label maps (1 to 3 shapes: boundaries are a minority of the pixels), some
+    ignored pixels, and predictions that are partly wrong."""
     rng = np.random.default_rng(seed)
     pairs = []
     for _ in range(n):
-        label = torch.from_numpy(synthetic_scene(rng, size, NUM_CLASSES)[1]).long()
+        label = torch.from_numpy(synthetic_scene(rng, size, NUM_CLASSES, min_shapes=1,
+                                                max_shapes=3)[1]).long()
         pred = label.clone()
         # shifted shapes (boundary errors), some pixels called background (interior errors)
         pred = torch.roll(pred, shifts=int(rng.integers(1, 4)), dims=1)

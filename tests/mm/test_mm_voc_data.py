@@ -38,7 +38,7 @@ def test_layout_palette_and_splits(synthetic_voc: Path) -> None:
         assert im.mode == "P" and im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
         assert np.array(im).max() < 21
     with Image.open(synthetic_voc / "JPEGImages" / f"{train[0]}.jpg") as im:
-        assert im.mode == "RGB" and im.size == (64, 64)
+        assert im.mode == "RGB" and im.size == (32, 32)
     assert voc_palette()[255 * 3:] == [224, 224, 192]  # VOC's colour of the ignore label
 
 
@@ -76,11 +76,11 @@ def test_writer_is_idempotent_and_resumes(tmp_path: Path) -> None:
 def test_load_label_maps_picks_seeded_ids_and_resizes(synthetic_voc: Path) -> None:
     train = synthetic_search_split(synthetic_voc).train_files[0]
     maps = load_label_maps(synthetic_voc, train, 5, seed=1)
-    assert maps.shape == (5, 64, 64) and maps.dtype == np.uint8
+    assert maps.shape == (5, 32, 32) and maps.dtype == np.uint8
     again = load_label_maps(synthetic_voc, train, 5, seed=1)
     np.testing.assert_array_equal(maps, again)
-    small = load_label_maps(synthetic_voc, train, 5, seed=1, size=32)
-    assert small.shape == (5, 32, 32)
+    small = load_label_maps(synthetic_voc, train, 5, seed=1, size=16)
+    assert small.shape == (5, 16, 16)
     assert set(np.unique(small)) <= set(np.unique(maps))  # nearest neighbour: no new values
     np.testing.assert_array_equal(small, maps[:, 1::2, 1::2])  # PIL samples pixel centres
 
@@ -99,7 +99,7 @@ def test_mmseg_pascal_voc_dataset_reads_the_output(synthetic_voc: Path) -> None:
     assert len(ds) == 24 and len(ds.metainfo["classes"]) == 21
     item = ds[0]
     expected = np.array(Image.open(item["seg_map_path"]))
-    assert item["img"].shape == (64, 64, 3)
+    assert item["img"].shape == (32, 32, 3)
     np.testing.assert_array_equal(item["gt_seg_map"], expected)
     assert Path(item["seg_map_path"]).stem in read_split(synthetic_voc, s_eval)
 

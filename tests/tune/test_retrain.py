@@ -34,9 +34,10 @@ def test_apply_settings_to_the_tiny_config() -> None:
     apply_settings(cfg, TrainingSettings(lr_scale=0.5, loss_weight=2.0, warmup_ratio=0.1))
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(base_lr * 0.5)
     assert cfg.model.decode_head.loss_decode.loss_weight == pytest.approx(2.0)
+    total = cfg.train_cfg.max_iters
     warm, poly = cfg.param_scheduler
-    assert warm["type"] == "LinearLR" and (warm["begin"], warm["end"]) == (0, 20)
-    assert poly["type"] == "PolyLR" and (poly["begin"], poly["end"]) == (20, 200)
+    assert warm["type"] == "LinearLR" and (warm["begin"], warm["end"]) == (0, total // 10)
+    assert poly["type"] == "PolyLR" and (poly["begin"], poly["end"]) == (total // 10, total)
 
 
 @pytest.mark.mm
