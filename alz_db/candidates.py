@@ -31,6 +31,7 @@ from .fitness import finite_or_none, from_stored
 from .models import Candidate as CandidateRow
 from .models import Evaluation, Rejection, Search
 from .records import CandidateRecord, Representative, Submission
+from .requests import once
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -219,8 +220,13 @@ def submit_candidate(session: Session, search_id: int, candidate: Candidate, *,
                      rejections: Iterable[tuple[str, LossGraph, RejectionResult]] = (),
                      params: Mapping[str, Any] | None = None,
                      max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                     branch_mutations: Mapping[str, MutationKind] | None = None) -> Submission:
+                     branch_mutations: Mapping[str, MutationKind] | None = None,
+                     key: str | None = None) -> Submission:
     """Store a child that passed rejection, following the protocol; see the module doc.
+
+    ``key`` (:func:`alz_db.requests.new_key`, the same for every retry of this submission):
+    a second run after a lost commit reply returns the first run's submission and writes
+    nothing (no second candidate, no second budget slot, no rejection rows twice).
 
     ``rejections`` (the ``Attempts.results`` that produced the child) are recorded in the same
     transaction, whatever the outcome. Outcomes: ``EQUIVALENT`` (joined an existing class, no
@@ -231,6 +237,33 @@ def submit_candidate(session: Session, search_id: int, candidate: Candidate, *,
     _check_search(session, search_id)
     _branch_mutations(candidate, mutation, branch_mutations)  # bad input fails before any write
     results = list(rejections)
+    return once(session, key, "submit_candidate",
+                lambda: _submit(session, search_id, candidate, fingerprint, parent_id, mutation,
+                                generation, worker_id, results, params, max_attempts,
+                                branch_mutations),
+                _submission_json, _submission_from)
+
+
+def _submission_json(sub: Submission) -> dict[str, Any]:
+    return {"outcome": sub.outcome.value, "candidate_id": sub.candidate_id,
+            "evaluation_id": sub.evaluation_id, "equivalent_to": sub.equivalent_to,
+            "fitness": sub.fitness,
+            "fitness_kind": None if sub.fitness_kind is None else sub.fitness_kind.value}
+
+
+def _submission_from(data: dict[str, Any]) -> Submission:
+    kind = data.get("fitness_kind")
+    return Submission(SubmitOutcome(data["outcome"]), data["candidate_id"],
+                      evaluation_id=data["evaluation_id"], equivalent_to=data["equivalent_to"],
+                      fitness=data["fitness"],
+                      fitness_kind=None if kind is None else FitnessKind(kind))
+
+
+def _submit(session: Session, search_id: int, candidate: Candidate, fingerprint: str | None,
+            parent_id: int | None, mutation: MutationKind, generation: int,
+            worker_id: int | None, results: list[tuple[str, LossGraph, RejectionResult]],
+            params: Mapping[str, Any] | None, max_attempts: int,
+            branch_mutations: Mapping[str, MutationKind] | None) -> Submission:
 
     def as_equivalent(rep: Representative) -> Submission:
         cid = add_candidate(session, search_id, candidate, fingerprint=fingerprint,
@@ -270,11 +303,22 @@ def submit_candidate(session: Session, search_id: int, candidate: Candidate, *,
 def record_rejections(session: Session, search_id: int,
                       results: Iterable[tuple[str, LossGraph, RejectionResult]], *,
                       candidate_id: int | None = None, parent_id: int | None = None,
-                      worker_id: int | None = None) -> int:
+                      worker_id: int | None = None, key: str | None = None) -> int:
     """Store rejection-protocol results ``(branch, graph, result)`` and count them on the
     search; return how many. Accepted results are linked to ``candidate_id`` (the candidate
     they became part of); rejected graphs never became candidates and keep it NULL.
-    ``parent_id`` is the candidate whose mutation produced the graphs (NULL: initial)."""
+    ``parent_id`` is the candidate whose mutation produced the graphs (NULL: initial).
+    ``key``: a retry of the same batch after a lost commit reply writes nothing again."""
+    results = list(results)
+    return once(session, key, "record_rejections",
+                lambda: _record_rejections(session, search_id, results, candidate_id,
+                                           parent_id, worker_id), int, int)
+
+
+def _record_rejections(session: Session, search_id: int,
+                       results: list[tuple[str, LossGraph, RejectionResult]],
+                       candidate_id: int | None, parent_id: int | None,
+                       worker_id: int | None) -> int:
     rows = []
     for branch, graph, res in results:
         rows.append(dict(

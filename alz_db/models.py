@@ -29,6 +29,9 @@ Tables (one row per ...):
     training iteration of an evaluation (the loss curve; NULL loss = non-finite).
 ``worker``
     worker process: host, pid, device, heartbeat.
+``request``
+    keyed unit of work that committed (revision 0009): its key, kind and result, so that a
+    retry after a lost commit reply returns the first result instead of writing twice.
 ``worker_problem``
     search that one worker cannot serve on its node (config or data missing or different
     there): the worker skips it, the search goes on elsewhere.
@@ -415,6 +418,19 @@ class Experiment(Base):
         Index("ix_experiment_kind_task_metric", "kind", "task", "metric"),
         Index("ix_experiment_search_id", "search_id"),
     )
+
+
+class Request(Base):
+    """Revision 0009: a keyed unit of work that committed (:mod:`alz_db.requests`)."""
+
+    __tablename__ = "request"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
+
+    __table_args__ = (Index("ix_request_created_at", "created_at"),)
 
 
 def sql_value(member: enum.Enum) -> Any:

@@ -56,6 +56,7 @@ from .fitness import finite_or_none, from_stored, to_stored
 from .models import Candidate as CandidateRow
 from .models import Evaluation, EvaluationAttempt, EvaluationStep, Search, sql_value
 from .records import AttemptRecord, EvaluationRecord, Lease, ReapedEvaluation
+from .requests import once
 from .searches import fail_search, finish_search_if_complete
 
 DEFAULT_LEASE_SECONDS = 60.0
@@ -78,7 +79,8 @@ def _owned(lease: Lease):  # noqa: ANN202 - a SQL condition
 def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None = None,
                      kinds: Iterable[EvalKind] = (EvalKind.PROXY, EvalKind.RETRAIN),
                      lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                     search_ids: Iterable[int] | None = None) -> Lease | None:
+                     search_ids: Iterable[int] | None = None,
+                     key: str | None = None) -> Lease | None:
     """Lease the oldest claimable evaluation (of ``search_id``, or of any search, or of one of
     ``search_ids``: the searches this worker can serve), or ``None``.
 
@@ -86,9 +88,48 @@ def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None 
     it is ``finished``. Rows locked by another claimer are skipped, not waited for, so two
     claimers never get the same evaluation and never block each other. Run it in its own unit
     of work and commit immediately.
+
+    ``key`` (the same for every retry of this claim): a second run after a lost commit reply
+    returns the lease the first run took (if this worker still owns it) instead of claiming a
+    second evaluation and leaving the first to expire with one of its attempts used.
     """
-    interval = _lease_interval(lease_seconds)
     kinds = tuple(EvalKind(k) for k in kinds)
+    ids = None if search_ids is None else sorted({int(i) for i in search_ids})
+    return once(session, key, "claim_evaluation",
+                lambda: _claim(session, worker_id, search_id, kinds, lease_seconds, ids),
+                lambda lease: None if lease is None else
+                {"evaluation_id": lease.evaluation_id, "attempt": lease.attempt},
+                lambda data: None if data is None else
+                lease_of_attempt(session, worker_id, data["evaluation_id"], data["attempt"]))
+
+
+def lease_of_attempt(session: Session, worker_id: int, evaluation_id: int,
+                 attempt: int) -> Lease | None:
+    """The lease of a claim that committed, if that attempt still owns its evaluation."""
+    row = session.execute(
+        select(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
+               Evaluation.attempts, Evaluation.max_attempts, Evaluation.lease_expires_at,
+               Evaluation.params)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == EvalStatus.RUNNING,
+               Evaluation.worker_id == worker_id, Evaluation.attempts == attempt)
+    ).one_or_none()
+    return None if row is None else _lease_of(session, row, worker_id)
+
+
+def _lease_of(session: Session, row: Any, worker_id: int) -> Lease:
+    graphs, order = session.execute(
+        select(CandidateRow.graphs, CandidateRow.branch_order)
+        .where(CandidateRow.id == row.candidate_id)).one()
+    return Lease(evaluation_id=row.id, candidate_id=row.candidate_id, search_id=row.search_id,
+                 kind=EvalKind(row.kind), worker_id=worker_id, attempt=row.attempts,
+                 max_attempts=row.max_attempts, lease_expires_at=row.lease_expires_at,
+                 candidate=_candidate_from(graphs, order), params=dict(row.params))
+
+
+def _claim(session: Session, worker_id: int, search_id: int | None,
+           kinds: tuple[EvalKind, ...], lease_seconds: float,
+           ids: list[int] | None) -> Lease | None:
+    interval = _lease_interval(lease_seconds)
     searchable = ((Evaluation.kind == EvalKind.PROXY) & (Search.status == SearchStatus.RUNNING)) \
         | ((Evaluation.kind == EvalKind.RETRAIN)
            & Search.status.in_([SearchStatus.RUNNING, SearchStatus.FINISHED]))
@@ -101,8 +142,7 @@ def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None 
             .with_for_update(of=Evaluation, skip_locked=True))
     if search_id is not None:
         pick = pick.where(Evaluation.search_id == search_id)
-    if search_ids is not None:
-        ids = sorted({int(i) for i in search_ids})
+    if ids is not None:
         if not ids:
             return None
         pick = pick.where(Evaluation.search_id.in_(ids))
@@ -121,13 +161,7 @@ def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None 
     session.execute(insert(EvaluationAttempt)
                     .values(evaluation_id=row.id, attempt=row.attempts, worker_id=worker_id)
                     .on_conflict_do_nothing())
-    graphs, order = session.execute(
-        select(CandidateRow.graphs, CandidateRow.branch_order)
-        .where(CandidateRow.id == row.candidate_id)).one()
-    return Lease(evaluation_id=row.id, candidate_id=row.candidate_id, search_id=row.search_id,
-                 kind=EvalKind(row.kind), worker_id=worker_id, attempt=row.attempts,
-                 max_attempts=row.max_attempts, lease_expires_at=row.lease_expires_at,
-                 candidate=_candidate_from(graphs, order), params=dict(row.params))
+    return _lease_of(session, row, worker_id)
 
 
 def heartbeat(session: Session, lease: Lease,

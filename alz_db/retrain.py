@@ -49,8 +49,15 @@ from .enums import EvalKind, EvalStatus, FinishOutcome
 from .errors import InvalidInput, NotFound
 from .models import Candidate as CandidateRow
 from .models import Evaluation, EvaluationAttempt
-from .queue import fail_evaluation, finish_evaluation, heartbeat, record_steps
+from .queue import (
+    fail_evaluation,
+    finish_evaluation,
+    heartbeat,
+    lease_of_attempt,
+    record_steps,
+)
 from .records import Lease, SearchInfo
+from .requests import new_key, once
 from .retry import RetryPolicy, run_in_transaction
 from .searches import get_search
 from .workers import register_worker, stop_worker
@@ -364,9 +371,23 @@ def train_once(task: Any, candidate: Candidate, metric: str, *, seed: int,
 
 # --- the stored re-training ----------------------------------------------------------------------
 def _queue_and_claim(session: Session, candidate_id: int, worker_id: int,
-                     params: dict[str, Any]) -> Lease:
+                     params: dict[str, Any], key: str) -> Lease:
     """Queue a retrain evaluation of the candidate and lease exactly that row to
-    ``worker_id`` (one unit of work: nobody else can take it in between)."""
+    ``worker_id`` (one unit of work: nobody else can take it in between); a retry after a
+    lost commit reply (same ``key``) returns the first run's lease, no second row."""
+    lease = once(session, key, "queue_and_claim",
+                 lambda: _insert_and_claim(session, candidate_id, worker_id, params),
+                 lambda le: {"evaluation_id": le.evaluation_id, "attempt": le.attempt},
+                 lambda d: lease_of_attempt(session, worker_id, d["evaluation_id"],
+                                            d["attempt"]))
+    if lease is None:
+        raise NotFound(f"the re-training evaluation of candidate {candidate_id} was taken "
+                       f"back before it started")
+    return lease
+
+
+def _insert_and_claim(session: Session, candidate_id: int, worker_id: int,
+                      params: dict[str, Any]) -> Lease:
     row = session.execute(select(CandidateRow.search_id, CandidateRow.graphs,
                                  CandidateRow.branch_order)
                           .where(CandidateRow.id == candidate_id)).one_or_none()
@@ -468,10 +489,11 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
               "settings": settings.to_json(), "settings_source": source,
               "val_interval": val_interval}
     worker_id = run_in_transaction(sessions, register_worker, socket.gethostname(), os.getpid(),
-                                   "retrain", info.id)
+                                   "retrain", info.id, key=new_key())
     stop = threading.Event()
     try:
-        lease = run_in_transaction(sessions, _queue_and_claim, candidate_id, worker_id, params)
+        lease = run_in_transaction(sessions, _queue_and_claim, candidate_id, worker_id, params,
+                                   new_key())
 
         def beat() -> None:
             while not stop.wait(LEASE_SECONDS / 3):

@@ -95,6 +95,7 @@ from .queue import (
     release_evaluation,
 )
 from .records import Lease, SearchInfo
+from .requests import forget_old_requests, new_key
 from .retry import RetryPolicy, run_in_transaction
 from .searches import fail_search, get_search, list_searches
 from .workers import (
@@ -308,6 +309,7 @@ class _Worker:
         self._lease_lock = threading.Lock()
         self._lease: Lease | None = None
         self._lease_lost = threading.Event()
+        self._next_forget = 0.0
         if search_id is not None:
             try:
                 self.call(get_search, search_id)  # NotFound before anything is written
@@ -318,7 +320,8 @@ class _Worker:
 
         name, memory = device_info(device)
         self.worker_id = self.call(register_worker, socket.gethostname(), os.getpid(), device,
-                                   search_id, device_name=name, device_memory_mb=memory)
+                                   search_id, device_name=name, device_memory_mb=memory,
+                                   key=new_key())
         self.summary = WorkerSummary(self.worker_id)
         _ABORT_CHECKS[self.token] = lambda: self.stop.is_set() or self._lease_lost.is_set()
 
@@ -551,7 +554,8 @@ class _Worker:
         except SearchExhausted as exc:
             log.warning("worker %d: search %d: %s", self.worker_id, sid, exc)
             self.summary.rejection_checks += len(seen)
-            self.call(_record_only, sid, seen, parent.id if parent else None, self.worker_id)
+            self.call(_record_only, sid, seen, parent.id if parent else None, self.worker_id,
+                      new_key())
             return True
         self.summary.rejection_checks += len(attempts.results)
         fingerprint = combine_fingerprints(
@@ -560,7 +564,7 @@ class _Worker:
                         parent_id=parent.id if parent else None, mutation=mutation,
                         generation=generation, worker_id=self.worker_id,
                         rejections=attempts.results,
-                        branch_mutations=attempts.mutations or None)
+                        branch_mutations=attempts.mutations or None, key=new_key())
         if sub.outcome is SubmitOutcome.QUEUED:
             self.summary.submitted += 1
         elif sub.outcome is SubmitOutcome.EQUIVALENT:
@@ -581,7 +585,7 @@ class _Worker:
             while not self.stop.is_set():
                 lease = self.call(claim_evaluation, self.worker_id, search_id=self.search_id,
                                   kinds=(EvalKind.PROXY,), lease_seconds=self.lease_seconds,
-                                  search_ids=self.servable())
+                                  search_ids=self.servable(), key=new_key())
                 if lease is not None:
                     self.evaluate(lease)
                     continue
@@ -619,6 +623,9 @@ class _Worker:
                      self.worker_id, r.evaluation_id, r.worker_id, r.attempt, r.status.value)
         run_in_transaction(self.sessions, mark_lost_workers,
                            max(30.0, 4.0 * self.lease_seconds), policy=_HEARTBEAT_POLICY)
+        if time.monotonic() >= self._next_forget:  # the request ledger's old keys
+            run_in_transaction(self.sessions, forget_old_requests, policy=_HEARTBEAT_POLICY)
+            self._next_forget = time.monotonic() + 600.0
 
     def _evolve_any(self) -> bool:
         for info in self.call(self._selected):
@@ -676,9 +683,9 @@ def _record_result(session: Session, lease: Lease, steps: list[tuple[int, float 
 
 def _record_only(session: Session, search_id: int,
                  results: list[tuple[str, LossGraph, RejectionResult]], parent_id: int | None,
-                 worker_id: int) -> int:
+                 worker_id: int, key: str) -> int:
     return record_rejections(session, search_id, results, parent_id=parent_id,
-                             worker_id=worker_id)
+                             worker_id=worker_id, key=key)
 
 
 def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",

@@ -16,6 +16,7 @@ from .enums import WorkerStatus
 from .errors import InvalidInput, NotFound
 from .models import Worker, WorkerProblem
 from .records import WorkerProblemRecord, WorkerRecord
+from .requests import once
 
 
 def _record(r: Worker) -> WorkerRecord:
@@ -26,18 +27,19 @@ def _record(r: Worker) -> WorkerRecord:
 
 def register_worker(session: Session, host: str, pid: int, device: str,
                     search_id: int | None = None, *, device_name: str | None = None,
-                    device_memory_mb: int | None = None) -> int:
+                    device_memory_mb: int | None = None, key: str | None = None) -> int:
     """Insert a running worker; return its id (used to claim work and sign candidates).
-    ``device_name`` / ``device_memory_mb``: what the process runs on (revision 0007)."""
+    ``device_name`` / ``device_memory_mb``: what the process runs on (revision 0007).
+    ``key``: a retry after a lost commit reply returns the first run's id (one row)."""
     if not host or not device:
         raise InvalidInput(f"worker host={host!r} device={device!r} is invalid: expected "
                            f"non-empty strings")
-    return session.execute(
+    return once(session, key, "register_worker", lambda: session.execute(
         insert(Worker).values(host=host[:255], pid=int(pid), device=device[:64],
                               search_id=search_id,
                               device_name=None if device_name is None else device_name[:200],
                               device_memory_mb=device_memory_mb)
-        .returning(Worker.id)).scalar_one()
+        .returning(Worker.id)).scalar_one(), int, int)
 
 
 def worker_heartbeat(session: Session, worker_id: int) -> bool:
