@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -626,6 +625,19 @@ def cmd_search_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unservable(s, search_id: int) -> str | None:  # noqa: ANN001 - Session
+    """The problem of a search that no alive worker can serve (every worker alive for it
+    recorded a problem with it), else ``None``."""
+    from .workers import worker_problems
+
+    alive = {w.id for w in _alive_workers(s, search_id)}
+    problems = [p for p in worker_problems(s, search_id) if p.worker_id in alive]
+    if not alive or {p.worker_id for p in problems} != alive:
+        return None
+    p = problems[0]
+    return f"worker {p.worker_id} on {p.host}: {p.problem}"
+
+
 def _alive_workers(s, search_id: int) -> list:  # noqa: ANN001 - Session -> [WorkerRecord]
     from .workers import alive_workers
 
@@ -676,6 +688,63 @@ def cmd_search_stop(args: argparse.Namespace) -> int:
         _say(f"search {info.id} {info.name!r} is {info.status.value}: running "
                           f"evaluations finish, nothing new starts (resume with "
                           f"`alz search run {info.name}`)")
+    return 0
+
+
+def cmd_search_resume(args: argparse.Namespace) -> int:
+    from .searches import resume_search
+
+    with _unit_of_work(args) as s:
+        info = resume_search(s, args.search)
+    if args.json:
+        print(json.dumps(_search_json(info)))
+    else:
+        _say(f"search {info.id} {info.name!r} is {info.status.value} again "
+             f"({info.evaluations_done} of {info.budget} proxy evaluations done): start "
+             f"workers, or `alz search run {info.name}`")
+    return 0
+
+
+def cmd_search_rename(args: argparse.Namespace) -> int:
+    from .searches import rename_search
+
+    with _unit_of_work(args) as s:
+        old = _search_ref(s, args.search)
+        info = rename_search(s, args.search, args.new_name)
+    if args.json:
+        print(json.dumps(_search_json(info)))
+    else:
+        _say(f"search {info.id} {old!r} is now {info.name!r}")
+    return 0
+
+
+def _search_ref(s, ref: str) -> str:  # noqa: ANN001 - Session
+    from . import get_search
+
+    return get_search(s, ref).name
+
+
+def cmd_search_delete(args: argparse.Namespace) -> int:
+    from . import get_search
+    from .searches import delete_search
+
+    with _unit_of_work(args) as s:
+        info = get_search(s, args.search)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CLIError(f"deleting search {info.id} {info.name!r} ({info.candidates} "
+                           f"candidates) cannot be undone: pass --yes")
+        answer = input(f"delete search {info.id} {info.name!r} with its {info.candidates} "
+                       f"candidates and every evaluation? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _say("nothing deleted")
+            return 1
+    with _unit_of_work(args) as s:
+        gone = delete_search(s, info.id)
+    if args.json:
+        print(json.dumps({"deleted": gone.id, "name": gone.name}))
+    else:
+        _say(f"deleted search {gone.id} {gone.name!r}")
     return 0
 
 
@@ -801,7 +870,8 @@ def cmd_search_run(args: argparse.Namespace) -> int:
         info = get_search(s, args.search)
     if info.status is SearchStatus.FAILED:
         db.close()
-        raise CLIError(f"search {info.id} {info.name!r} failed: {info.error}")
+        raise CLIError(f"search {info.id} {info.name!r} failed: {info.error} (once the cause "
+                       f"is fixed: alz search resume {info.name})")
     if info.status is not SearchStatus.FINISHED:
         with db.session() as s:
             info = start_search(s, info.id)
@@ -839,6 +909,7 @@ def cmd_search_run(args: argparse.Namespace) -> int:
                     with db.session() as s:
                         info = get_search(s, info.id)
                         state = _search_progress(s, info)
+                        blocked = _unservable(s, info.id) if procs else None
                     unreachable_since = None
                 except (TransientStoreError, DatabaseUnavailable) as exc:
                     # the server restarting: the workers retry too; give up after a minute
@@ -865,6 +936,9 @@ def cmd_search_run(args: argparse.Namespace) -> int:
                 if procs and local == 0:
                     outcome = "workers_exited"
                     break
+                if blocked:
+                    outcome = "unservable"
+                    break
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         err_console.print("interrupted: stopping the local workers (the search stays "
@@ -880,6 +954,10 @@ def cmd_search_run(args: argparse.Namespace) -> int:
         return 130
     _stop_processes(procs, grace_s=15.0)
     try:
+        if outcome == "unservable":
+            raise CLIError(f"no worker can serve search {info.id} {info.name!r}: {blocked}; "
+                           f"fix it, then `alz search run {info.name}` (the search stays "
+                           f"running, nothing was lost)")
         if outcome == "workers_exited":
             with db.session() as s:
                 info = get_search(s, info.id)
@@ -1189,6 +1267,25 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     _db_options(sp)
     sp.set_defaults(func=cmd_search_stop)
 
+    rs = ssub.add_parser("resume", help="run a failed or stopped search again after its "
+                         "cause was fixed (its results so far are kept)")
+    rs.add_argument("search", help="search id or name")
+    _db_options(rs)
+    rs.set_defaults(func=cmd_search_resume)
+
+    rn = ssub.add_parser("rename", help="give a search a new name")
+    rn.add_argument("search", help="search id or name")
+    rn.add_argument("new_name", metavar="NEW_NAME", help="the new name")
+    _db_options(rn)
+    rn.set_defaults(func=cmd_search_rename)
+
+    dl = ssub.add_parser("delete", help="delete a search that is not running, with all it "
+                         "holds (asks first; --yes to skip)")
+    dl.add_argument("search", help="search id or name")
+    dl.add_argument("--yes", action="store_true", help="do not ask")
+    _db_options(dl)
+    dl.set_defaults(func=cmd_search_delete)
+
     r = ssub.add_parser("run", help="mark a search running, start local worker processes and "
                         "show its progress until it finishes; Ctrl-C stops the local workers")
     r.add_argument("search", help="search id or name")
@@ -1308,11 +1405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_protect_formulas(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
         return exc.code if isinstance(exc.code, int) else 0
-    if not os.environ.get("ALZ_DEBUG"):
-        # OpenMMLab's deprecation notices repeat on every training and say nothing about the
-        # user's work (ALZ_DEBUG=1 shows them)
-        warnings.filterwarnings("ignore", category=UserWarning,
-                                module=r"mm(cv|engine|seg|det|pose)")
+    from alz_core.tasks.base import quiet_openmmlab_warnings
+
+    quiet_openmmlab_warnings()  # ALZ_DEBUG=1 shows them
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:

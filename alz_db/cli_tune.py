@@ -359,7 +359,10 @@ def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
         ctx = mp.get_context("spawn")
         with ctx.Manager() as manager:
             queue = manager.Queue()
-            with ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
+            from alz_core.tasks.base import quiet_openmmlab_warnings
+
+            with ProcessPoolExecutor(args.procs, mp_context=ctx,
+                                     initializer=quiet_openmmlab_warnings) as pool:
                 futures = [pool.submit(_ablation_unit, seed, config.to_json(), task,
                                        metric, args.proxy_iters, args.data_dir,
                                        spec, threads, queue, skips[seed])

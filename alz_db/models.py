@@ -141,6 +141,8 @@ class Search(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TIMESTAMP, server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+    # revision 0010: the last `alz search resume` (the failure streak restarts there)
+    resumed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
     finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
 
     __table_args__ = (

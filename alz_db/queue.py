@@ -337,14 +337,17 @@ def _fail_search_if_hopeless(session: Session, search_id: int) -> None:
     """Fail a running search whose last ``FAILURES_TO_FAIL_SEARCH`` proxy evaluations all
     failed for good because their training raised (see the module doc). An evaluation that
     failed because its leases expired (its workers went silent: killed, out of memory, cut
-    off) is counted apart: it neither adds to the streak nor resets it."""
+    off) is counted apart: it neither adds to the streak nor resets it. Only evaluations that
+    finished since the search was last resumed count."""
     last_outcome = (select(EvaluationAttempt.outcome)
                     .where(EvaluationAttempt.evaluation_id == Evaluation.id)
                     .order_by(EvaluationAttempt.attempt.desc()).limit(1)
                     .correlate(Evaluation).scalar_subquery())
+    resumed = select(Search.resumed_at).where(Search.id == search_id).scalar_subquery()
     last = session.execute(
         select(Evaluation.status, Evaluation.error)
         .where(Evaluation.search_id == search_id, Evaluation.kind == EvalKind.PROXY,
+               or_(resumed.is_(None), Evaluation.finished_at > resumed),
                Evaluation.status.in_([EvalStatus.DONE, EvalStatus.FAILED]),
                or_(Evaluation.status == sql_value(EvalStatus.DONE),
                    last_outcome == sql_value(AttemptOutcome.ERROR)))
@@ -358,7 +361,7 @@ def _fail_search_if_hopeless(session: Session, search_id: int) -> None:
         return
     fail_search(session, search_id,
                 f"its last {FAILURES_TO_FAIL_SEARCH} proxy evaluations failed (last error: "
-                f"{last[0].error or 'unknown'}); fix the cause, then create a new search")
+                f"{last[0].error or 'unknown'}); fix the cause, then `alz search resume`")
 
 
 def fail_evaluation(session: Session, lease: Lease, error: str, *,

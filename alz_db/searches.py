@@ -6,12 +6,14 @@ commits; see :func:`alz_db.engine.session_scope`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, exists, func, select, update
+from sqlalchemy import Row, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from alz_core.config import (
@@ -51,6 +53,9 @@ def _build(cls: type[C], section: str, value: C | Mapping[str, Any] | None) -> C
         raise InvalidInput(f"{section} config: {exc}") from None
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@:-]*")
+
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(f"search name {name!r} is invalid: expected a non-empty string")
@@ -62,6 +67,10 @@ def _check_name(name: str) -> str:
         # get_search("42") means the search with id 42
         raise InvalidInput(f"search name {name!r} is invalid: expected a name that is not a "
                            f"number")
+    if not _NAME.fullmatch(name):
+        # names end up in terminals (Rich markup), file names (report folders) and URLs
+        raise InvalidInput(f"search name {name!r} is invalid: expected ASCII letters, digits "
+                           f"and . _ - + = @ : (starting with a letter or digit)")
     return name
 
 
@@ -194,6 +203,48 @@ def fail_search(session: Session, ref: int | str, error: str) -> SearchInfo:
     return _transition(session, ref, SearchStatus.FAILED,
                        (SearchStatus.CREATED, SearchStatus.RUNNING, SearchStatus.STOPPED),
                        error=" ".join(error.split()), finished_at=func.now())
+
+
+def resume_search(session: Session, ref: int | str) -> SearchInfo:
+    """``failed``/``stopped`` -> ``running`` after its cause was fixed: the error is cleared and
+    the failures-in-a-row rule starts counting again from now; what the search did so far is
+    kept (evaluations that failed for good gave their budget slots back)."""
+    return _transition(session, ref, SearchStatus.RUNNING,
+                       (SearchStatus.FAILED, SearchStatus.STOPPED), error=None,
+                       finished_at=None, resumed_at=func.now(),
+                       started_at=func.coalesce(Search.started_at, func.now()))
+
+
+def rename_search(session: Session, ref: int | str, new_name: str) -> SearchInfo:
+    """Give a search a new name (the same rules as at creation; ``AlreadyExists`` if taken)."""
+    current = get_search(session, ref)
+    name = _check_name(new_name)
+    if name == current.name:
+        return current
+    if session.execute(select(Search.id).where(Search.name == name)).scalar_one_or_none():
+        raise AlreadyExists(f"search name {name!r} is already taken")
+    try:
+        with session.begin_nested():
+            row = session.execute(update(Search).where(Search.id == current.id)
+                                  .values(name=name).returning(Search)).scalar_one()
+    except IntegrityError:
+        raise AlreadyExists(f"search name {name!r} is already taken") from None
+    return _info(row)
+
+
+def delete_search(session: Session, ref: int | str) -> SearchInfo:
+    """Delete a search that is not running, with everything it holds (candidates,
+    rejections, evaluations, their attempts and curves, tuning studies, worker problems;
+    experiments keep their results with no search). Returns what was deleted."""
+    current = get_search(session, ref)
+    status = session.execute(select(Search.status).where(Search.id == current.id)
+                             .with_for_update()).scalar_one()  # no start in between
+    if SearchStatus(status) is SearchStatus.RUNNING:
+        raise InvalidInput(f"search {current.id} {current.name!r} is running: stop it first "
+                           f"(alz search stop {current.name})")
+    session.execute(delete(Search).where(Search.id == current.id)
+                    .execution_options(synchronize_session=False))
+    return current
 
 
 def finish_search_if_complete(session: Session, search_id: int) -> bool:

@@ -390,25 +390,32 @@ class _Worker:
 
     def context(self, search_id: int) -> _SearchContext | None:
         """The cached task state of a search (built on first use); ``None`` if it cannot be
-        built (the search is then marked failed)."""
+        built: on this node (recorded as this worker's problem with the search, retried after
+        ``NODE_PROBLEM_RETRY_SECONDS``; other workers go on serving it), or at all (a stored
+        override no node may apply: the search is marked failed)."""
         ctx = self.contexts.get(search_id)
         if ctx is not None:
             return ctx
         if time.monotonic() < self.skipped.get(search_id, 0.0):
             return None
         info = self.call(get_search, search_id)
+        from alz_core.tasks.configs import OverrideProblem
+
         try:
             task, problems = _build_task(info, self.data_dir, self.token, self.torch_threads)
-        except (NodeProblem, OSError) as exc:
-            self._node_problem(search_id, str(exc))
-            return None
-        except (ValueError, TypeError, KeyError) as exc:
+        except OverrideProblem as exc:
+            # a fault of the stored search itself (the same on every node): fail it
             reason = f"the worker cannot build task {info.task!r}: {exc}"
             log.error("worker %d: search %d: %s", self.worker_id, search_id, reason)
             self.failed_searches.add(search_id)
             self.call(fail_search, search_id, reason)
             return None
+        except NodeProblem as exc:
+            self._node_problem(search_id, str(exc))
+            return None
         except Exception as exc:  # noqa: BLE001 - one search's task must not stop the worker
+            # a config that does not load here, data missing or corrupt here, a library
+            # missing here: this node's problem; other nodes may serve the search
             log.exception("worker %d: search %d: building the task failed", self.worker_id,
                           search_id)
             self._node_problem(search_id, f"{type(exc).__name__}: {exc}")
@@ -464,6 +471,17 @@ class _Worker:
             result = _run_proxy(ctx, lease, work_dir)
         except _Abandon:
             self._release(lease)
+            return
+        except OSError as exc:
+            # reading the data failed on this node (a missing file, an NFS hiccup): hand the
+            # evaluation back without using an attempt and skip the search here for a while
+            self._hold(None)
+            self.summary.evaluations_abandoned += 1
+            self.call(release_evaluation, lease,
+                      f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
+            self.contexts.pop(lease.search_id, None)
+            self._node_problem(lease.search_id, f"{type(exc).__name__} during a proxy run: "
+                                                f"{exc}")
             return
         except Exception as exc:  # noqa: BLE001 - any failure of a run is reported
             self._hold(None)

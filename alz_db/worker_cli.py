@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -68,7 +67,9 @@ def _child(url: str, search_id: int | None, device: str, env: dict[str, str],
     if level != "DEBUG":
         # OpenMMLab's deprecation notices repeat on every proxy run and would scroll the
         # progress display of `alz search run` away; they say nothing about the search
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"mm(cv|engine|seg|det)")
+        from alz_core.tasks.base import quiet_openmmlab_warnings
+
+        quiet_openmmlab_warnings()
     from .worker import run_worker
 
     summary = run_worker(url, search_id=search_id, device=device, stop=stop, **options)

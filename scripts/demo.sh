@@ -6,7 +6,7 @@
 # and the floor, with a one-line verdict. About 5 minutes on 2 cores after the install. The
 # database is the embedded PostgreSQL server (data under .alz/pgdata), or $ALZ_DATABASE_URL
 # when it is set.
-#   bash scripts/demo.sh                      # budget 40, initial population 10, 2 workers
+#   bash scripts/demo.sh                      # budget 36, initial population 10, 2 workers
 #   ALZ_DEMO_SEED=1 ALZ_DEMO_BUDGET=60 bash scripts/demo.sh
 #   bash scripts/demo.sh --no-db [ARGS...]    # a search in one process, no database
 #                                             # (`alz demo ARGS...`)
@@ -25,7 +25,7 @@ procs="${ALZ_DEMO_PROCS:-2}"
 name="demo-$(date -u +%Y%m%d-%H%M%S)-s$seed"
 "$ALZ" db upgrade
 "$ALZ" search create "$name" --task seg --metric miou --seed "$seed" \
-  --budget "${ALZ_DEMO_BUDGET:-40}" --initial "${ALZ_DEMO_INITIAL:-10}"
+  --budget "${ALZ_DEMO_BUDGET:-36}" --initial "${ALZ_DEMO_INITIAL:-10}"
 # the noise floor: cross-entropy on this search's proxy task over training seeds 0-4, stored
 # with the search (alz search status, the web app and alz report show it)
 "$ALZ" noise "$name" --procs "$procs"

@@ -15,6 +15,18 @@ from ..graph import BranchKind, LossGraph
 from .configs import config_dicts
 
 
+def quiet_openmmlab_warnings() -> None:
+    """Hide OpenMMLab's deprecation notices (``build_loss`` would be deprecated, ``pretrained``
+    is deprecated, the multiprocessing start method): they repeat on every training and say
+    nothing about the user's work. ``ALZ_DEBUG=1`` keeps them. Call it in every process that
+    trains (the CLI, workers, spawned training processes)."""
+    import warnings
+
+    if os.environ.get("ALZ_DEBUG"):
+        return
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module=r"mm(cv|engine|seg|det|pose)")
+
 @dataclass(frozen=True)
 class ProxyResult:
     """What one proxy (or re-training) run reports.

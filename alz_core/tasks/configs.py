@@ -47,6 +47,12 @@ class ConfigProblem(InvalidValue):
     expected."""
 
 
+class OverrideProblem(ConfigProblem):
+    """An override stored with a search that no node may apply (:func:`check_overrides`): a
+    fault of the search itself, the same on every node, unlike a config file that is missing
+    or broken on one node."""
+
+
 @dataclass(frozen=True)
 class ConfigRef:
     """A config as a training names it: a built-in ``name`` (``tiny``/``proxy``/``retrain``;
@@ -124,23 +130,23 @@ def check_overrides(options: Mapping[str, Any] | None) -> None:
     """Refuse overrides that could run code on the workers (they are stored with a search and
     merged on every node): a key outside :data:`OVERRIDABLE`, ``_base_`` or ``custom_imports``
     anywhere in a key, and a dotted ``type`` (mmengine imports a dotted type string, e.g.
-    ``os.system``, as any callable). One-line :class:`ConfigProblem`."""
+    ``os.system``, as any callable). One-line :class:`OverrideProblem`."""
     for key, value in (options or {}).items():
         parts = str(key).split(".")
         if parts[0] not in OVERRIDABLE:
-            raise ConfigProblem(f"--cfg-options {key}: {parts[0]!r} cannot be overridden "
+            raise OverrideProblem(f"--cfg-options {key}: {parts[0]!r} cannot be overridden "
                                 f"(allowed: {', '.join(sorted(OVERRIDABLE))})")
         if any(p in ("_base_", "custom_imports", "custom_hooks") for p in parts):
-            raise ConfigProblem(f"--cfg-options {key}: _base_, custom_imports and custom_hooks "
+            raise OverrideProblem(f"--cfg-options {key}: _base_, custom_imports and custom_hooks "
                                 f"cannot be set by an override")
         if any(p in ("init_cfg", "checkpoint", "pretrained") for p in parts) and \
                 value is not None:
-            raise ConfigProblem(f"--cfg-options {key}: weights to load (a checkpoint is "
+            raise OverrideProblem(f"--cfg-options {key}: weights to load (a checkpoint is "
                                 f"unpickled) can only be switched off here ({key}=None); "
                                 f"name them in the config file")
         for path, v in _leaves(parts, value):
             if path[-1] == "type" and isinstance(v, str) and "." in v:
-                raise ConfigProblem(f"--cfg-options {'.'.join(path)}={v!r}: a dotted type is "
+                raise OverrideProblem(f"--cfg-options {'.'.join(path)}={v!r}: a dotted type is "
                                     f"imported as any callable; name a registered type "
                                     f"without dots")
 
@@ -329,6 +335,6 @@ class DatasetInfo:
 __all__ = ["CONFIG_NAMES", "ConfigProblem", "ConfigRef", "DatasetInfo", "DatasetProblem",
            "builtin_config", "config_digest", "config_dicts", "data_roots", "dataset_leaves",
            "describe_loss", "ensure_custom_import", "get_path", "load_config", "merge_options",
-           "parse_cfg_options", "read_config", "check_overrides", "OVERRIDABLE",
+           "parse_cfg_options", "read_config", "check_overrides", "OVERRIDABLE", "OverrideProblem",
            "resolve_config", "set_val_dataset",
            "train_leaves", "val_leaves", "val_pipeline"]

@@ -503,3 +503,38 @@ def test_a_node_can_restrict_where_user_configs_come_from(sessions, name, tmp_pa
         config_on_this_node(info)
     monkeypatch.setenv(CONFIG_DIRS_ENV, str(tmp_path))
     assert config_on_this_node(info)[0] == str(config)
+
+
+def test_resume_rename_and_delete_a_search(capsys, sessions, db_url) -> None:
+    from sqlalchemy import text
+
+    from alz_db import create_search, fail_search
+
+    unique_name = f"cli-life-{uuid.uuid4().hex[:8]}"
+    with session_scope(sessions) as s:
+        sid = create_search(s, unique_name, "seg", "miou", evolution={"budget": 3},
+                            start=True).id
+        fail_search(s, sid, "FileNotFoundError: no data")
+    code, _, err = run(capsys, "search", "run", unique_name, "--procs", "0",
+                       "--database-url", db_url)
+    assert code == 2 and f"alz search resume {unique_name}" in err
+    data = run_json(capsys, "search", "resume", unique_name, "--database-url", db_url)
+    assert data["status"] == "running" and data["error"] is None
+    code, _, err = run(capsys, "search", "delete", unique_name, "--yes", "--database-url",
+                       db_url)
+    assert code == 2 and "is running: stop it first" in err and len(err.splitlines()) == 1
+    new = unique_name + "-renamed"
+    assert run_json(capsys, "search", "rename", unique_name, new,
+                    "--database-url", db_url)["name"] == new
+    code, _, err = run(capsys, "search", "rename", new, "bad/name", "--database-url", db_url)
+    assert code == 2 and len(err.splitlines()) == 1
+    run(capsys, "search", "stop", new, "--database-url", db_url)
+    code, _, err = run(capsys, "search", "delete", new, "--database-url", db_url)
+    assert code == 2 and "pass --yes" in err  # not a terminal: never deletes without --yes
+    assert run_json(capsys, "search", "delete", new, "--yes",
+                    "--database-url", db_url) == {"deleted": sid, "name": new}
+    code, _, err = run(capsys, "search", "status", new, "--database-url", db_url)
+    assert code == 2 and len(err.splitlines()) == 1
+    with session_scope(sessions) as s:
+        assert s.execute(text("SELECT count(*) FROM search WHERE id = :i"),
+                         {"i": sid}).scalar_one() == 0

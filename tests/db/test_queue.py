@@ -43,6 +43,7 @@ from alz_db import (
 )
 from alz_db.models import Evaluation
 from alz_db.queue import FAILURES_TO_FAIL_SEARCH
+from alz_db.searches import resume_search
 
 from .builders import FORMULAS, cand
 
@@ -248,10 +249,20 @@ def test_a_search_whose_proxy_runs_keep_failing_fails(sessions, unique_name,
         info = get_search(s, sid)
         assert info.status is SearchStatus.FAILED
         assert info.error == (f"its last {n} proxy evaluations failed (last error: "
-                              f"FileNotFoundError: no data, again); fix the cause, then create "
-                              f"a new search")
+                              f"FileNotFoundError: no data, again); fix the cause, then "
+                              f"`alz search resume`")
         # the one evaluation still queued is not handed out any more
         assert claim_evaluation(s, worker_id, search_id=sid) is None
+    # resumed after the cause was fixed: the old failures do not fail it again at once
+    with session_scope(sessions) as s:
+        resumed = resume_search(s, sid)
+        assert resumed.status is SearchStatus.RUNNING and resumed.error is None
+        lease = claim_evaluation(s, worker_id, search_id=sid)
+        assert lease is not None
+    with session_scope(sessions) as s:
+        fail_evaluation(s, lease, "one more failure")
+    with session_scope(sessions) as s:
+        assert get_search(s, sid).status is SearchStatus.RUNNING
 
 
 def test_a_clean_stop_uses_no_attempt(sessions, unique_name, worker_id) -> None:

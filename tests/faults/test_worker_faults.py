@@ -180,3 +180,48 @@ def test_leases_are_reaped_while_every_worker_is_training(
         stop.set()
         t.join(timeout=60)
     assert result["summary"].reaped >= 1
+
+
+@pytest.mark.parametrize("error", [SyntaxError("invalid syntax (cfg.py, line 3)"),
+                                   ImportError("No module named 'my_dataset'"),
+                                   RuntimeError("mmengine: corrupt image"),
+                                   FileNotFoundError("NFS: stale file handle")])
+def test_one_bad_search_on_one_node_does_not_stop_the_worker(
+        fault_db: str, voc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        error: Exception) -> None:
+    """Building one search's task raises (any error, not only ValueError): the worker records
+    it as this node's problem with that search, skips it and finishes the other one; the bad
+    search is not failed for everyone."""
+    import alz_db.worker as worker_module
+
+    bad = make_search(fault_db, voc_root, budget=2, initial=1, max_iters=3)
+    good = make_search(fault_db, voc_root, budget=2, initial=1, max_iters=3)
+    real = worker_module._build_task
+
+    def build(info, *args, **kwargs):  # noqa: ANN001, ANN202 - the worker's signature
+        if info.id == bad:
+            raise error
+        return real(info, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "_build_task", build)
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        result["summary"] = run_worker(fault_db, lease_seconds=10, stop=stop, data_dir=tmp_path,
+                                       poll_seconds=0.2, torch_threads=1)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: sql(fault_db, "SELECT 1 FROM search WHERE id = %s AND "
+                                       "status = 'finished'", good), 180, "the good search")
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not t.is_alive() and result["summary"].exit_reason == "stopped"
+    assert_search_complete(fault_db, good, 2)
+    assert sql(fault_db, "SELECT status FROM search WHERE id = %s", bad) == [("running",)]
+    [(problem,)] = sql(fault_db, "SELECT problem FROM worker_problem WHERE search_id = %s AND "
+                                 "worker_id = %s", bad, result["summary"].worker_id)
+    assert type(error).__name__ in problem
