@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from .config import EvolutionConfig, SearchSpaceConfig
 from .graph import BranchKind, LossGraph
 from .mutation import MutationKind, mutate, random_graph
 from .rejection import RejectionResult
+from .rungs import Rungs, promotions, rank_key
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,7 @@ class Individual:
     generation: int = 0
     fingerprint: str | None = None
     equivalent_to: int | None = None  # id of the evaluated representative, if reused
-
-
-def _rank(fitness: float | None) -> float:
-    return -np.inf if fitness is None else fitness
+    rung: int = 0  # the highest rung completed (multi-fidelity searches; alz_core.rungs)
 
 
 def tournament_select(population: Sequence[Individual], rng: np.random.Generator,
@@ -89,7 +87,7 @@ def tournament_select(population: Sequence[Individual], rng: np.random.Generator
         raise ValueError("tournament over an empty population")
     size = min(len(population), max(min_size, int(round(fraction * len(population)))))
     picks = sorted(rng.choice(len(population), size=size, replace=False).tolist())
-    best = max(picks, key=lambda i: (_rank(population[i].fitness), i))
+    best = max(picks, key=lambda i: (rank_key(population[i].rung, population[i].fitness), i))
     return population[best]
 
 
@@ -198,12 +196,19 @@ def run_evolution(branches: Mapping[str, BranchKind], rng: np.random.Generator,
                   evaluate: Callable[[Candidate], float | None],
                   evo: EvolutionConfig | None = None, space: SearchSpaceConfig | None = None,
                   on_event: Callable[[SearchEvent], None] | None = None,
-                  use_equivalence: bool = True) -> list[Individual]:
+                  use_equivalence: bool = True, rungs: Rungs | None = None,
+                  on_promotion: Callable[[Individual], None] | None = None
+                  ) -> list[Individual]:
     """A whole search in one process, without a database (the reference semantics).
 
     Stops when ``evo.budget`` proxy evaluations are done. A child whose gradient fingerprint
     equals an evaluated loss's joins the population with that loss's fitness and uses no budget.
     Returns every individual in creation order.
+
+    ``rungs`` (several of them): ``evaluate(candidate, rung)`` trains one rung; ``evo.budget``
+    counts full-proxy equivalents (:mod:`alz_core.rungs`); after each result, the candidates
+    ASHA promotes are trained at the next rung at once (``on_promotion`` is told), and the
+    individuals (and their equivalents) carry their highest rung and its fitness.
     """
     evo = evo or EvolutionConfig()
     space = space or SearchSpaceConfig()
@@ -211,7 +216,14 @@ def run_evolution(branches: Mapping[str, BranchKind], rng: np.random.Generator,
     history: list[Individual] = []
     evaluated: dict[str, Individual] = {}
     evaluations = 0
-    while evaluations < evo.budget:
+    ladder = _Ladder(rungs, evo.budget) if rungs is not None and rungs.count > 1 else None
+    if ladder is not None:
+        plain = evaluate
+
+        def evaluate(cand: Candidate) -> float | None:  # rung 0 of a new candidate
+            return plain(cand, 0)  # type: ignore[call-arg]
+
+    while (ladder.can_start() if ladder else evaluations < evo.budget):
         if len(history) < evo.initial_population:
             cand, attempts = initial_candidate(branches, rng, reject, space, evo)
             parent, mk, gen = None, MutationKind.INIT, 0
@@ -228,12 +240,78 @@ def run_evolution(branches: Mapping[str, BranchKind], rng: np.random.Generator,
         else:
             fitness, equivalent_to, reused = evaluate(cand), None, False
             evaluations += 1
+        rung = 0 if rep is None else rep.rung
         ind = Individual(len(history), cand, fitness, parent.id if parent else None, mk, gen,
-                         fp, equivalent_to)
+                         fp, equivalent_to, rung)
         if not reused and fp is not None:
             evaluated[fp] = ind
         history.append(ind)
         population.append(ind)
+        if ladder is not None and not reused:
+            ladder.charge(0)
+            ladder.record(0, ind.id, fitness)
         if on_event:
             on_event(SearchEvent(ind, attempts, evaluations, reused))
+        if ladder is not None and not reused:
+            for promoted in ladder.promote(history, plain):
+                _replace(history, population, evaluated, promoted)
+                if on_promotion:
+                    on_promotion(promoted)
     return history
+
+
+class _Ladder:
+    """The rung results of an in-process search and its compute in units."""
+
+    def __init__(self, rungs: Rungs, budget: int) -> None:
+        self.rungs, self.units = rungs, rungs.units
+        self.left = budget * rungs.units_per_proxy
+        self.results: list[list[tuple[int, float | None]]] = [[] for _ in rungs.fractions]
+        self.promoted: list[set[int]] = [set() for _ in rungs.fractions]
+
+    def can_start(self) -> bool:
+        return self.left >= self.units[0]
+
+    def charge(self, rung: int) -> None:
+        self.left -= self.units[rung]
+
+    def record(self, rung: int, ind_id: int, fitness: float | None) -> None:
+        self.results[rung].append((ind_id, fitness))
+
+    def promote(self, history: list[Individual],
+                evaluate: Callable[..., float | None]) -> list[Individual]:
+        """Train every candidate ASHA promotes (cascading up the rungs) while the budget
+        allows; the updated individuals."""
+        out: list[Individual] = []
+        changed = True
+        while changed:
+            changed = False
+            for k in range(self.rungs.top):
+                for ind_id in promotions(self.results[k], self.rungs.promote,
+                                         self.promoted[k]):
+                    if self.left < self.units[k + 1]:
+                        return out
+                    self.promoted[k].add(ind_id)
+                    self.charge(k + 1)
+                    fitness = evaluate(history[ind_id].candidate, k + 1)
+                    self.record(k + 1, ind_id, fitness)
+                    ind = replace(history[ind_id], fitness=fitness, rung=k + 1)
+                    history[ind_id] = ind
+                    out.append(ind)
+                    changed = True
+        return out
+
+
+def _replace(history: list[Individual], population: deque[Individual],
+             evaluated: dict[str, Individual], ind: Individual) -> None:
+    """A promoted representative and its equivalents carry its new rung and fitness."""
+    for i, member in enumerate(population):
+        if member.id == ind.id:
+            population[i] = ind
+        elif member.equivalent_to == ind.id:
+            population[i] = replace(member, fitness=ind.fitness, rung=ind.rung)
+    for i, member in enumerate(history):
+        if member.equivalent_to == ind.id:
+            history[i] = replace(member, fitness=ind.fitness, rung=ind.rung)
+    if ind.fingerprint is not None and ind.fingerprint in evaluated:
+        evaluated[ind.fingerprint] = ind

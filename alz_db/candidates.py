@@ -67,7 +67,7 @@ def _record(row: CandidateRow) -> CandidateRecord:
         equivalent_to=row.equivalent_to_id, created_at=row.created_at,
         evaluated_at=row.evaluated_at, worker_id=row.worker_id,
         branch_mutations=None if row.branch_mutations is None else
-        {b: MutationKind(k) for b, k in row.branch_mutations.items()})
+        {b: MutationKind(k) for b, k in row.branch_mutations.items()}, rung=row.rung)
 
 
 def get_candidate(session: Session, candidate_id: int) -> CandidateRecord:
@@ -78,8 +78,9 @@ def get_candidate(session: Session, candidate_id: int) -> CandidateRecord:
     return _record(row)
 
 
-def reserve_proxy_slot(session: Session, search_id: int) -> bool:
-    """Take one proxy evaluation of the search's budget; ``False`` if none is left or the
+def reserve_proxy_slot(session: Session, search_id: int, units: int | None = None) -> bool:
+    """Take one proxy evaluation of the search's budget (``units`` of it: a promotion to a
+    higher rung; default a new candidate's first run); ``False`` if it does not fit or the
     search is not running.
 
     One atomic UPDATE: the row lock makes concurrent reservations queue up, and each re-checks
@@ -87,18 +88,23 @@ def reserve_proxy_slot(session: Session, search_id: int) -> bool:
     budget is never exceeded (the CHECK constraint ``ck_search_reserved_within_budget`` would
     refuse it anyway). The lock is held until the caller's transaction ends: keep it short.
     """
+    cost: Any = Search.first_rung_units if units is None else int(units)
     reserved = session.execute(
         update(Search)
-        .where(Search.id == search_id, Search.evaluations_reserved < Search.budget,
+        .where(Search.id == search_id, Search.evaluations_reserved + cost <= Search.budget,
                Search.status == SearchStatus.RUNNING)
-        .values(evaluations_reserved=Search.evaluations_reserved + 1)
+        .values(evaluations_reserved=Search.evaluations_reserved + cost)
         .returning(Search.evaluations_reserved)
         .execution_options(synchronize_session=False)).scalar_one_or_none()
     return reserved is not None
 
 
-def release_proxy_slot(session: Session, search_id: int, count: int = 1) -> None:
-    """Give back reserved slots whose evaluation will never produce a result."""
+def release_proxy_slot(session: Session, search_id: int, count: int | None = None) -> None:
+    """Give back reserved budget units (``count``; default one first-rung run) whose evaluation
+    will never produce a result."""
+    if count is None:
+        count = session.execute(select(Search.first_rung_units)
+                                .where(Search.id == search_id)).scalar_one()
     session.execute(
         update(Search).where(Search.id == search_id)
         .values(evaluations_reserved=func.greatest(Search.evaluations_reserved - count,
@@ -195,21 +201,27 @@ def add_candidate(session: Session, search_id: int, candidate: Candidate, *,
 
 def queue_evaluation(session: Session, candidate_id: int, kind: EvalKind = EvalKind.RETRAIN, *,
                      params: Mapping[str, Any] | None = None,
-                     max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> int:
+                     max_attempts: int = DEFAULT_MAX_ATTEMPTS, rung: int = 0,
+                     units: int | None = None) -> int:
     """Queue an evaluation of a stored candidate; return its id.
 
-    Proxy evaluations are queued by :func:`submit_candidate` against the budget; use this for
-    re-trainings (``kind=RETRAIN``), which are not budgeted.
+    Proxy evaluations are queued by :func:`submit_candidate` (and by promotions to a higher
+    ``rung``, ``units`` of budget) against the budget; use this for re-trainings
+    (``kind=RETRAIN``), which are not budgeted.
     """
     if max_attempts < 1:
         raise InvalidInput(f"max_attempts={max_attempts} is invalid: expected an integer >= 1")
-    search_id = session.execute(select(CandidateRow.search_id)
-                                .where(CandidateRow.id == candidate_id)).scalar_one_or_none()
-    if search_id is None:
+    row = session.execute(select(CandidateRow.search_id, Search.first_rung_units)
+                          .join(Search, Search.id == CandidateRow.search_id)
+                          .where(CandidateRow.id == candidate_id)).one_or_none()
+    if row is None:
         raise NotFound(f"candidate {candidate_id} does not exist")
+    if units is None:
+        units = row.first_rung_units if EvalKind(kind) is EvalKind.PROXY and rung == 0 else 1
     return session.execute(
-        insert(Evaluation).values(candidate_id=candidate_id, search_id=search_id, kind=kind,
-                                  params=dict(params or {}), max_attempts=max_attempts)
+        insert(Evaluation).values(candidate_id=candidate_id, search_id=row.search_id, kind=kind,
+                                  params=dict(params or {}), max_attempts=max_attempts,
+                                  rung=int(rung), units=int(units))
         .returning(Evaluation.id)).scalar_one()
 
 
@@ -355,7 +367,7 @@ def read_population(session: Session, search_id: int, size: int, *,
     c = CandidateRow
     rows: Sequence[Row[Any]] = session.execute(
         select(c.id, c.parent_id, c.mutation, c.generation, c.fingerprint, c.equivalent_to_id,
-               c.fitness, c.fitness_kind)
+               c.fitness, c.fitness_kind, c.rung)
         .where(c.search_id == search_id, c.fitness_kind.is_not(None))
         .order_by(c.evaluated_at.desc(), c.id.desc()).limit(size)).all()
     cache = {} if cache is None else cache
@@ -366,7 +378,7 @@ def read_population(session: Session, search_id: int, size: int, *,
             cache[gid] = _candidate_from(graphs, order)
     return [Individual(r.id, cache[r.id], from_stored(r.fitness, r.fitness_kind), r.parent_id,
                        MutationKind(r.mutation), r.generation, r.fingerprint,
-                       r.equivalent_to_id)
+                       r.equivalent_to_id, r.rung)
             for r in reversed(rows)]
 
 

@@ -488,6 +488,8 @@ def cmd_search_create(args: argparse.Namespace) -> int:
                        f"[1, 100]")
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         raise CLIError(f"--data-root {args.data_root}: not a directory")
+    if args.promote is not None and args.rungs is None:
+        raise CLIError("--promote needs --rungs")
     options = _cfg_options(args)
     # everything is validated before the database is touched: bad input writes nothing
     try:
@@ -501,6 +503,8 @@ def cmd_search_create(args: argparse.Namespace) -> int:
         if args.proxy_iters is not None:
             extra["max_iters"] = args.proxy_iters  # the key the workers read (alz_db.worker)
         extra["proxy_seeds"] = args.proxy_seeds
+        if args.rungs is not None:
+            extra["rungs"] = _rungs_of(args, setup).to_json()
         with db.session() as s:
             info = create_search(s, args.name, args.task, args.metric, seed=args.seed,
                                  evolution=evolution, extra=extra)
@@ -517,6 +521,27 @@ def cmd_search_create(args: argparse.Namespace) -> int:
     _say_setup(setup)
     _say(f"run it with: alz search run {info.name}")
     return 0
+
+
+def _rungs_of(args: argparse.Namespace, setup):  # noqa: ANN001, ANN202 - TaskSetup -> Rungs
+    """``--rungs``/``--promote`` for the search's proxy schedule (its iterations: the config's,
+    or ``--proxy-iters``); one-line errors."""
+    from alz_core.config import ConfigError
+    from alz_core.rungs import parse_rungs
+    from alz_core.tasks.configs import load_config
+
+    try:
+        rungs = parse_rungs(args.rungs, args.promote)
+        iters = args.proxy_iters
+        if iters is None:
+            cfg = load_config(setup.config.path, setup.cfg_options)
+            if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
+                raise CLIError(f"--rungs needs an iteration-based proxy schedule; config "
+                               f"{setup.config.label} trains by epochs: pass --proxy-iters N")
+            iters = int(cfg.train_cfg.max_iters)
+        return rungs.with_iterations(iters)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -579,14 +604,17 @@ def cmd_search_list(args: argparse.Namespace) -> int:
 
 def cmd_search_status(args: argparse.Namespace) -> int:
     from . import get_search, worker_problems
+    from .analysis import rung_counts
     from .noise import noise_floor_of
 
     with _unit_of_work(args) as s:
         info = get_search(s, args.search)
         progress = _search_progress(s, info)
+        s_rungs = rung_counts(s, info.id) if info.rungs.count > 1 else None
         problems = worker_problems(s, info.id)
         floor = noise_floor_of(s, info.id)
         workers = _alive_workers(s, info.id)
+    progress["rungs"] = s_rungs
     progress["worker_problems"] = [_plain(p) for p in problems]
     progress["workers"] = [_plain(w) for w in workers]
     progress["noise_floor"] = None if floor is None else floor.to_json()
@@ -598,7 +626,11 @@ def cmd_search_status(args: argparse.Namespace) -> int:
         ("search", f"{info.id} {info.name!r} ({info.task} / {info.metric}, seed {info.seed})"),
         ("status", info.status.value + (f": {info.error}" if info.error else "")),
         ("budget", f"{info.evaluations_done} of {info.budget} proxy evaluations done, "
-                   f"{info.evaluations_reserved} reserved"),
+                   f"{info.evaluations_reserved} reserved" if info.units_per_proxy == 1 else
+         f"{info.done_proxies:g} of {info.budget_proxies:g} full-proxy equivalents done "
+         f"({info.evaluations_done} of {info.budget} units, {info.evaluations_reserved} "
+         f"reserved)"),
+        *_rung_lines(s_rungs),
         ("evaluations", f"{ev['running']} running, {ev['queued']} queued, {ev['stale']} stale, "
                         f"{ev['failed']} failed, {ev['done']} done"),
         ("attempts", f"{at['error']} raised, {at['lease_expired']} lease expired, "
@@ -636,6 +668,15 @@ def _unservable(s, search_id: int) -> str | None:  # noqa: ANN001 - Session
         return None
     p = problems[0]
     return f"worker {p.worker_id} on {p.host}: {p.problem}"
+
+
+def _rung_lines(counts: list[dict] | None) -> list[tuple[str, str]]:
+    """``alz search status``: per rung, its schedule and how many candidates stopped there."""
+    if not counts:
+        return []
+    return [("rung", f"{c['rung']} ({c['fraction']} of the proxy, {c['iterations']} "
+                     f"iterations): {c['done']} done, {c['open']} open, {c['stopped']} "
+                     f"stopped here, best {_fmt(c['best'])}") for c in counts]
 
 
 def _alive_workers(s, search_id: int) -> list:  # noqa: ANN001 - Session -> [WorkerRecord]
@@ -1239,6 +1280,14 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     c.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
     c.add_argument("--proxy-iters", type=int, default=None,
                    help="training iterations per proxy run (default: the task config's)")
+    c.add_argument("--rungs", metavar="FRACTIONS",
+                   help="multi-fidelity: train each new candidate first on these fractions of "
+                   "the proxy schedule and continue only the best (asynchronous successive "
+                   "halving), e.g. 1/9,1/3,1; the budget then counts full-proxy equivalents "
+                   "(default: one rung, the full proxy)")
+    c.add_argument("--promote", metavar="FRACTION",
+                   help="with --rungs: the fraction of each rung's results that continues "
+                   "(default 1/3)")
     c.add_argument("--proxy-seeds", type=int, default=1,
                    help="train each candidate with N seeds (the search's seed and the next "
                    "N - 1); its fitness is their mean, each seed's run is kept (default 1)")

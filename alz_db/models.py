@@ -143,6 +143,10 @@ class Search(Base):
     started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
     # revision 0010: the last `alz search resume` (the failure streak restarts there)
     resumed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
+    # revision 0011: budget units of a full proxy run, and of a new candidate's first rung
+    # (a search with rungs counts budget, reserved and done in units; alz_core.rungs)
+    units_per_proxy: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    first_rung_units: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
 
     __table_args__ = (
@@ -155,6 +159,8 @@ class Search(Base):
                         name="done_within_reserved"),
         CheckConstraint("best_fitness NOT IN ('NaN', 'Infinity', '-Infinity')",
                         name="best_fitness_finite"),
+        CheckConstraint("units_per_proxy >= 1 AND first_rung_units >= 1 AND "
+                        "first_rung_units <= units_per_proxy", name="units"),
     )
 
 
@@ -204,6 +210,9 @@ class Candidate(Base):
     tuned_settings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # revision 0006: the mutation kind of every branch ({branch: kind}; NULL before)
     branch_mutations: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+
+    # revision 0011: the highest rung completed (its fitness is the metric there)
+    rung: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(_in("status", CandidateStatus), name="status"),
@@ -287,6 +296,9 @@ class Evaluation(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
     # revision 0008: claims handed back by a clean stop (they use no attempt)
     releases: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # revision 0011: the rung (0 without rungs) and its cost in budget units
+    rung: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    units: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     error: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     fitness: Mapped[float | None] = mapped_column(Double)
@@ -306,8 +318,9 @@ class Evaluation(Base):
                         name="attempts"),
         CheckConstraint("status <> 'running' OR (worker_id IS NOT NULL AND "
                         "lease_expires_at IS NOT NULL)", name="running_has_lease"),
-        # one proxy run per candidate, whatever the workers do
-        Index("uq_evaluation_candidate_id_proxy", "candidate_id", unique=True,
+        CheckConstraint("rung >= 0 AND units >= 1", name="rung"),
+        # one proxy run per candidate and rung, whatever the workers do
+        Index("uq_evaluation_candidate_id_proxy", "candidate_id", "rung", unique=True,
               postgresql_where=text("kind = 'proxy'")),
         Index("ix_evaluation_candidate_id", "candidate_id"),
         # the queue and the reaper scan only these small partial indexes

@@ -34,6 +34,7 @@ one of its attempts (attempt outcome ``released``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -109,7 +110,7 @@ def lease_of_attempt(session: Session, worker_id: int, evaluation_id: int,
     row = session.execute(
         select(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
                Evaluation.attempts, Evaluation.max_attempts, Evaluation.lease_expires_at,
-               Evaluation.params)
+               Evaluation.params, Evaluation.rung)
         .where(Evaluation.id == evaluation_id, Evaluation.status == EvalStatus.RUNNING,
                Evaluation.worker_id == worker_id, Evaluation.attempts == attempt)
     ).one_or_none()
@@ -123,7 +124,8 @@ def _lease_of(session: Session, row: Any, worker_id: int) -> Lease:
     return Lease(evaluation_id=row.id, candidate_id=row.candidate_id, search_id=row.search_id,
                  kind=EvalKind(row.kind), worker_id=worker_id, attempt=row.attempts,
                  max_attempts=row.max_attempts, lease_expires_at=row.lease_expires_at,
-                 candidate=_candidate_from(graphs, order), params=dict(row.params))
+                 candidate=_candidate_from(graphs, order), params=dict(row.params),
+                 rung=row.rung)
 
 
 def _claim(session: Session, worker_id: int, search_id: int | None,
@@ -138,7 +140,8 @@ def _claim(session: Session, worker_id: int, search_id: int | None,
                    Evaluation.kind.in_(kinds),
                    Evaluation.attempts - Evaluation.releases < Evaluation.max_attempts,
                    searchable)
-            .order_by(Evaluation.id).limit(1)
+            # promotions first (ASHA: a continuing candidate before a new one)
+            .order_by(Evaluation.rung.desc(), Evaluation.id).limit(1)
             .with_for_update(of=Evaluation, skip_locked=True))
     if search_id is not None:
         pick = pick.where(Evaluation.search_id == search_id)
@@ -154,7 +157,7 @@ def _claim(session: Session, worker_id: int, search_id: int | None,
                 started_at=func.coalesce(Evaluation.started_at, func.now()))
         .returning(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id,
                    Evaluation.kind, Evaluation.attempts, Evaluation.max_attempts,
-                   Evaluation.lease_expires_at, Evaluation.params)
+                   Evaluation.lease_expires_at, Evaluation.params, Evaluation.rung)
         .execution_options(synchronize_session=False)).one_or_none()
     if row is None:
         return None
@@ -218,26 +221,34 @@ def finish_evaluation(session: Session, lease: Lease, *, fitness: float | None,
         .values(status=EvalStatus.DONE, fitness=value, fitness_kind=kind,
                 metrics=_json_safe(metrics) if metrics is not None else None,
                 seconds=finite_or_none(seconds), finished_at=func.now(), error=None)
-        .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind)
+        .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
+                   Evaluation.rung, Evaluation.units)
         .execution_options(synchronize_session=False)).one_or_none()
     if row is None:
         return _not_owned_outcome(session, lease, AttemptOutcome.DONE)
     _close_attempt(session, lease.evaluation_id, lease.attempt, AttemptOutcome.DONE)
     if EvalKind(row.kind) is not EvalKind.PROXY:
         return FinishOutcome.RECORDED
+    first = row.rung == 0
+    # the candidate's fitness is the metric of the highest rung it completed; its place in
+    # the aging queue (evaluated_at) is set by its first result only
     session.execute(
         update(CandidateRow).where(CandidateRow.id == row.candidate_id)
         .values(status=CandidateStatus.EVALUATED, fitness=value, fitness_kind=kind,
-                evaluated_at=func.now())
+                rung=row.rung, **({"evaluated_at": func.now()} if first else {}))
         .execution_options(synchronize_session=False))
+    members = (CandidateRow.fitness_kind.is_(None) if first
+               else CandidateRow.rung < row.rung)
     session.execute(
         update(CandidateRow)
-        .where(CandidateRow.equivalent_to_id == row.candidate_id,
-               CandidateRow.fitness_kind.is_(None))
-        .values(fitness=value, fitness_kind=kind, evaluated_at=func.now())
+        .where(CandidateRow.equivalent_to_id == row.candidate_id, members)
+        .values(fitness=value, fitness_kind=kind, rung=row.rung,
+                **({"evaluated_at": func.now()} if first else {}))
         .execution_options(synchronize_session=False))
-    values: dict[str, Any] = {"evaluations_done": Search.evaluations_done + 1}
-    if value is not None:
+    top = session.execute(select(Search.units_per_proxy)
+                          .where(Search.id == row.search_id)).scalar_one() == row.units
+    values: dict[str, Any] = {"evaluations_done": Search.evaluations_done + row.units}
+    if value is not None and top:  # the best of the full proxy schedule
         # both SET expressions see the row as it was: best and its candidate stay consistent
         better = Search.best_fitness.is_(None) | (Search.best_fitness < value)
         values["best_fitness"] = case((better, value), else_=Search.best_fitness)
@@ -245,8 +256,46 @@ def finish_evaluation(session: Session, lease: Lease, *, fitness: float | None,
                                            else_=Search.best_candidate_id)
     session.execute(update(Search).where(Search.id == row.search_id).values(**values)
                     .execution_options(synchronize_session=False))
+    if not top:
+        promote_by_rung(session, row.search_id, row.rung)
     finish_search_if_complete(session, row.search_id)
     return FinishOutcome.RECORDED
+
+
+def promote_by_rung(session: Session, search_id: int, rung: int) -> list[int]:
+    """ASHA at ``rung`` (:func:`alz_core.rungs.promotions`): queue the next rung of every
+    candidate now within the top ``promote`` fraction of the rung's results and not promoted
+    yet, while the budget allows; the promoted candidates' ids.
+
+    The search row is locked first, so concurrent finishes of one search decide promotions
+    one after the other (and the unique index on ``(candidate_id, rung)`` of proxy
+    evaluations refuses a second continuation anyway)."""
+    from alz_core.rungs import Rungs, promotions
+
+    from .candidates import queue_evaluation, reserve_proxy_slot
+
+    config = session.execute(select(Search.config).where(Search.id == search_id)
+                             .with_for_update()).scalar_one()
+    rungs = Rungs.from_json((config.get("extra") or {}).get("rungs"))
+    if rung >= rungs.top:
+        return []
+    e = Evaluation
+    results = [(r.candidate_id, from_stored(r.fitness, r.fitness_kind)) for r in session.execute(
+        select(e.candidate_id, e.fitness, e.fitness_kind)
+        .where(e.search_id == search_id, e.kind == EvalKind.PROXY, e.rung == rung,
+               e.status == EvalStatus.DONE)
+        .order_by(e.finished_at, e.id)).all()]
+    promoted = set(session.execute(
+        select(e.candidate_id).where(e.search_id == search_id, e.kind == EvalKind.PROXY,
+                                     e.rung == rung + 1)).scalars())
+    out = []
+    for cid in promotions(results, rungs.promote, promoted):
+        if not reserve_proxy_slot(session, search_id, rungs.units[rung + 1]):
+            break
+        queue_evaluation(session, cid, EvalKind.PROXY, rung=rung + 1,
+                         units=rungs.units[rung + 1])
+        out.append(cid)
+    return out
 
 
 def _json_safe(value: Any) -> Any:
@@ -262,25 +311,41 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _fail_for_good(session: Session, failed: Iterable[tuple[int, int, EvalKind]]) -> None:
-    """Candidates of proxy evaluations out of attempts: ``failed``; their slots given back;
-    the next member of each one's equivalence class trained instead (:func:`_promote_next`)."""
-    per_search: dict[int, int] = {}
+@dataclass(frozen=True)
+class _Failed:
+    """A proxy evaluation out of attempts."""
+
+    candidate_id: int
+    search_id: int
+    kind: EvalKind
+    rung: int
+    units: int
+
+
+def _fail_for_good(session: Session, failed: Iterable[_Failed]) -> None:
+    """Proxy evaluations out of attempts give their budget units back. At the first rung the
+    candidate becomes ``failed`` and the next member of its equivalence class is trained
+    instead (:func:`_promote_next`); at a higher rung the candidate keeps the result of the
+    rung below (the longer training failed, the shorter one stands)."""
+    units: dict[int, int] = {}
     reps: list[tuple[int, int]] = []
-    for candidate_id, search_id, kind in failed:
-        if kind is not EvalKind.PROXY:
+    for f in failed:
+        if f.kind is not EvalKind.PROXY:
             continue
-        session.execute(update(CandidateRow).where(CandidateRow.id == candidate_id)
+        units[f.search_id] = units.get(f.search_id, 0) + f.units
+        if f.rung > 0:
+            continue
+        session.execute(update(CandidateRow).where(CandidateRow.id == f.candidate_id)
                         .values(status=CandidateStatus.FAILED)
                         .execution_options(synchronize_session=False))
-        per_search[search_id] = per_search.get(search_id, 0) + 1
-        reps.append((search_id, candidate_id))
-    for search_id, count in sorted(per_search.items()):  # fixed order: no lock cycles
+        reps.append((f.search_id, f.candidate_id))
+    for search_id, count in sorted(units.items()):  # fixed order: no lock cycles
         release_proxy_slot(session, search_id, count)
     for search_id, candidate_id in sorted(reps):
         _promote_next(session, search_id, candidate_id)
-    for search_id in sorted(per_search):
+    for search_id in sorted(units):
         _fail_search_if_hopeless(session, search_id)
+        finish_search_if_complete(session, search_id)
 
 
 def _promote_next(session: Session, search_id: int, failed_id: int) -> int | None:
@@ -383,13 +448,14 @@ def fail_evaluation(session: Session, lease: Lease, error: str, *,
         update(Evaluation).where(_owned(lease))
         .values(status=status, error=message, finished_at=finished)
         .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
-                   Evaluation.status)
+                   Evaluation.status, Evaluation.rung, Evaluation.units)
         .execution_options(synchronize_session=False)).one_or_none()
     if row is None:
         return _not_owned_outcome(session, lease, AttemptOutcome.ERROR)
     _close_attempt(session, lease.evaluation_id, lease.attempt, AttemptOutcome.ERROR, message)
     if EvalStatus(row.status) is EvalStatus.FAILED:
-        _fail_for_good(session, [(row.candidate_id, row.search_id, EvalKind(row.kind))])
+        _fail_for_good(session, [_Failed(row.candidate_id, row.search_id, EvalKind(row.kind),
+                                         row.rung, row.units)])
     return FinishOutcome.RECORDED
 
 
@@ -432,7 +498,7 @@ def reap_expired_leases(session: Session, *, limit: int = 100) -> list[ReapedEva
                 finished_at=case((out_of_attempts, func.now()), else_=None))
         .returning(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id,
                    Evaluation.attempts, Evaluation.worker_id, Evaluation.status,
-                   Evaluation.kind)
+                   Evaluation.kind, Evaluation.rung, Evaluation.units)
         .execution_options(synchronize_session=False)).all()
     if not rows:
         return []
@@ -444,7 +510,8 @@ def reap_expired_leases(session: Session, *, limit: int = 100) -> list[ReapedEva
         .values(ended_at=func.now(), outcome=AttemptOutcome.LEASE_EXPIRED,
                 error="lease expired")
         .execution_options(synchronize_session=False))
-    _fail_for_good(session, [(r.candidate_id, r.search_id, EvalKind(r.kind)) for r in rows
+    _fail_for_good(session, [_Failed(r.candidate_id, r.search_id, EvalKind(r.kind), r.rung,
+                                     r.units) for r in rows
                              if EvalStatus(r.status) is EvalStatus.FAILED])
     for search_id in sorted({r.search_id for r in rows}):
         finish_search_if_complete(session, search_id)

@@ -10,6 +10,7 @@ from typing import Any
 from alz_core.config import EvolutionConfig, RejectionConfig, SearchSpaceConfig
 from alz_core.evolution import Candidate, Individual
 from alz_core.mutation import MutationKind
+from alz_core.rungs import Rungs
 
 from .enums import (
     AttemptOutcome,
@@ -52,6 +53,29 @@ class SearchInfo:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: revision 0011: budget units of a full proxy run and of a first rung (1 without rungs)
+    units_per_proxy: int = 1
+    first_rung_units: int = 1
+
+    @property
+    def rungs(self) -> Rungs:
+        """The rung schedule (one rung, the full proxy, without ``--rungs``)."""
+        return Rungs.from_json(self.config.get("extra", {}).get("rungs"))
+
+    @property
+    def budget_proxies(self) -> float:
+        """The budget in full-proxy equivalents."""
+        return self.budget / self.units_per_proxy
+
+    @property
+    def done_proxies(self) -> float:
+        """Compute used so far, in full-proxy equivalents."""
+        return self.evaluations_done / self.units_per_proxy
+
+    @property
+    def budget_left(self) -> bool:
+        """Whether a new candidate's first run still fits the budget."""
+        return self.budget - self.evaluations_reserved >= self.first_rung_units
 
     @property
     def evolution(self) -> EvolutionConfig:
@@ -96,12 +120,14 @@ class CandidateRecord:
     evaluated_at: datetime | None
     worker_id: int | None
     #: the mutation kind of each branch (revision 0006; ``None`` for older candidates)
+    #: revision 0011: the highest rung completed
+    rung: int = 0
     branch_mutations: dict[str, MutationKind] | None = None
 
     @property
     def individual(self) -> Individual:
         return Individual(self.id, self.candidate, self.fitness, self.parent_id, self.mutation,
-                          self.generation, self.fingerprint, self.equivalent_to)
+                          self.generation, self.fingerprint, self.equivalent_to, self.rung)
 
 
 @dataclass(frozen=True)
@@ -145,6 +171,7 @@ class Lease:
     lease_expires_at: datetime
     candidate: Candidate
     params: dict[str, Any] = field(default_factory=dict)
+    rung: int = 0  # revision 0011: the rung of a proxy evaluation (0 without rungs)
 
 
 @dataclass(frozen=True)
@@ -235,6 +262,7 @@ class LeaderboardEntry:
     parent_id: int | None
     fingerprint: str | None
     evaluated_at: datetime | None
+    rung: int = 0  # revision 0011: the rung its fitness comes from
 
 
 @dataclass(frozen=True)

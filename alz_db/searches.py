@@ -23,6 +23,7 @@ from alz_core.config import (
     SearchSpaceConfig,
     config_to_dict,
 )
+from alz_core.rungs import Rungs
 
 from .enums import EvalKind, EvalStatus, SearchStatus
 from .errors import AlreadyExists, InvalidInput, NotFound
@@ -82,7 +83,8 @@ def _info(row: Search | Row[Any]) -> SearchInfo:
         candidates=row.candidates, rejection_checks=row.rejection_checks,
         rejections=row.rejections, best_fitness=row.best_fitness,
         best_candidate_id=row.best_candidate_id, error=row.error, created_at=row.created_at,
-        started_at=row.started_at, finished_at=row.finished_at)
+        started_at=row.started_at, finished_at=row.finished_at,
+        units_per_proxy=row.units_per_proxy, first_rung_units=row.first_rung_units)
 
 
 def validate_search(task: str, metric: str, *, seed: int = 0,
@@ -108,6 +110,20 @@ def validate_search(task: str, metric: str, *, seed: int = 0,
     return info.name, metric, config
 
 
+def _rungs(data: Any) -> Rungs:
+    """The ``extra.rungs`` of a search, checked (one-line :class:`InvalidInput`)."""
+    if data is None:
+        return Rungs()
+    try:
+        rungs = Rungs.from_json(data)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"extra.rungs={data!r} is invalid: {exc}") from None
+    if rungs.count > 1 and rungs.iterations is None:
+        raise InvalidInput("extra.rungs needs the iterations of each rung (an "
+                           "iteration-based proxy schedule)")
+    return rungs
+
+
 def create_search(session: Session, name: str, task: str, metric: str, *, seed: int = 0,
                   evolution: EvolutionConfig | Mapping[str, Any] | None = None,
                   rejection: RejectionConfig | Mapping[str, Any] | None = None,
@@ -123,11 +139,14 @@ def create_search(session: Session, name: str, task: str, metric: str, *, seed: 
     task, metric, config = validate_search(task, metric, seed=seed, evolution=evolution,
                                            rejection=rejection, space=space)
     config["extra"] = dict(extra or {})
+    rungs = _rungs(config["extra"].get("rungs"))
+    units = rungs.units_per_proxy
     status = SearchStatus.RUNNING if start else SearchStatus.CREATED
     # ON CONFLICT DO NOTHING: a taken name does not abort the caller's transaction
     stmt = (insert(Search)
             .values(name=name, task=task, metric=metric, config=config, seed=seed,
-                    budget=config["evolution"]["budget"], status=status,
+                    budget=config["evolution"]["budget"] * units, units_per_proxy=units,
+                    first_rung_units=rungs.units[0], status=status,
                     started_at=func.now() if start else None)
             .on_conflict_do_nothing(index_elements=[Search.name])
             .returning(Search.id))
@@ -260,7 +279,8 @@ def finish_search_if_complete(session: Session, search_id: int) -> bool:
     done = session.execute(
         update(Search)
         .where(Search.id == search_id, Search.status == SearchStatus.RUNNING,
-               Search.evaluations_done >= Search.budget, ~open_proxy)
+               # no new first run fits what is left (without rungs: done = budget)
+               Search.evaluations_done > Search.budget - Search.first_rung_units, ~open_proxy)
         .values(status=SearchStatus.FINISHED, finished_at=func.now())
         .returning(Search.id)).scalar_one_or_none()
     return done is not None

@@ -529,7 +529,7 @@ class _Worker:
         sid = ctx.info.id
         evo = ctx.info.evolution
         info, population = self.call(_snapshot, sid, evo.population_size, ctx.population_cache)
-        if info.status is not SearchStatus.RUNNING or info.evaluations_reserved >= info.budget:
+        if info.status is not SearchStatus.RUNNING or not info.budget_left:
             return False
         seen: list[tuple[str, LossGraph, RejectionResult]] = []
 
@@ -649,7 +649,7 @@ class _Worker:
         for info in self.call(self._selected):
             if info.status is not SearchStatus.RUNNING or info.id in self.failed_searches:
                 continue
-            if info.evaluations_reserved >= info.budget:
+            if not info.budget_left:
                 continue
             ctx = self.context(info.id)
             if ctx is not None and self.evolve(ctx):
@@ -669,16 +669,24 @@ def proxy_seeds(info: SearchInfo) -> list[int]:
 
 def _run_proxy(ctx: _SearchContext, lease: Lease, work_dir: Path) -> Any:
     """The candidate's proxy result: one training per seed of :func:`proxy_seeds`, combined
-    (:func:`alz_core.tasks.base.combine_seeds`) when there are several."""
+    (:func:`alz_core.tasks.base.combine_seeds`) when there are several; with rungs, the
+    training of the lease's rung (its own, shorter schedule; :mod:`alz_core.rungs`)."""
+    import copy
+
     from alz_core.tasks.base import combine_seeds
 
+    task = ctx.task
+    rungs = ctx.info.rungs
+    if rungs.count > 1 and rungs.iterations is not None:
+        task = copy.copy(task)  # the same built task, trained for the rung's iterations
+        task.max_iters = rungs.iterations[lease.rung]
     seeds = proxy_seeds(ctx.info)
     if len(seeds) == 1:
-        return ctx.task.run(lease.candidate.graphs, ctx.info.metric, work_dir, seed=seeds[0])
+        return task.run(lease.candidate.graphs, ctx.info.metric, work_dir, seed=seeds[0])
     runs = []
     for seed in seeds:
-        runs.append((seed, ctx.task.run(lease.candidate.graphs, ctx.info.metric,
-                                        work_dir / f"seed{seed}", seed=seed)))
+        runs.append((seed, task.run(lease.candidate.graphs, ctx.info.metric,
+                                    work_dir / f"seed{seed}", seed=seed)))
     return combine_seeds(runs, ctx.info.metric)
 
 

@@ -60,7 +60,7 @@ def fault_db(new_database: Callable[[], str]) -> str:  # noqa: F811 - the import
 
 @pytest.fixture(scope="session")
 def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """48 synthetic 64x64 scenes (16 held out): proxy runs validate in a fraction of a second."""
+    """48 synthetic 32x32 scenes (16 held out): proxy runs validate in a fraction of a second."""
     from alz_core.tasks.seg import ensure_synthetic_voc
 
     return ensure_synthetic_voc(tmp_path_factory.mktemp("faults-voc"), num_images=48,
