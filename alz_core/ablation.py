@@ -1,7 +1,7 @@
-"""The search-efficiency study of the seed's appendix C (Figure 4, Table 8), without a database.
+"""The search-efficiency study of the paper's appendix C (Figure 4, Table 8), without a database.
 
-Four arms are run on the same task, proxy budget and seeds; each adds one component of
-AutoLoss-Zero to the previous one:
+Five arms are run on the same task, budget and seeds; each adds one component to the previous
+one:
 
 ``random``
     random search: every proxy evaluation is a fresh random graph (valid by construction:
@@ -12,7 +12,17 @@ AutoLoss-Zero to the previous one:
     evolution whose initial graphs and children must pass the loss-rejection protocol;
 ``evolution+rejection+equivalence``
     the whole method: a child whose gradient fingerprint equals an evaluated loss's reuses its
-    fitness without a proxy run.
+    fitness without a proxy run;
+``evolution+rejection+equivalence+rungs``
+    the whole method with multi-fidelity promotion (:mod:`alz_core.rungs`): each new
+    candidate first trains the shortest rung, only the best fraction continues. Its budget
+    counts full-proxy equivalents, and only its full-schedule results count as fitnesses.
+
+Equal compute: with ``compute_budget`` every arm stops once that many seconds of compute were
+charged to it, and the arms are compared by the best full-proxy fitness charged within it
+(paired by seed against the arm before: :meth:`AblationResult.paired_wins`). At an equal number
+of proxy evaluations the arms with rejection are charged more compute than the others (their
+rejection checks); the study reports both axes.
 
 All four share :func:`alz_core.evolution.run_evolution` (random search is evolution whose
 initial population is the whole budget). The arms of one seed draw from the same generator
@@ -22,7 +32,7 @@ What is measured per (arm, seed) in a :class:`ArmTrace`: the fitness of every pr
 in order and the best so far, how many losses were explored (graphs generated; for the arms
 with rejection, graphs checked by the protocol), rejections, reused fitnesses, and the compute
 charged to the arm (rejection checks, fingerprints and proxy trainings, each as measured).
-"Losses explored per hour" is explored / charged hours, the seed's Table 8 quantity.
+"Losses explored per hour" is explored / charged hours, the paper's Table 8 quantity.
 
 Proxy trainings and rejection checks are deterministic for a fixed seed (CPU), so the callers
 may serve repeated graphs from a cache (:class:`MeasuredCache`): the arm is still charged the
@@ -49,6 +59,7 @@ from .config import ConfigError, EvolutionConfig, SearchSpaceConfig
 from .evolution import Candidate, SearchEvent, SearchExhausted, run_evolution
 from .graph import BranchKind, LossGraph
 from .rejection import RejectionResult, StopReason, Verdict
+from .rungs import Rungs, parse_rungs
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Arm:
     evolution: bool
     rejection: bool
     equivalence: bool
+    rungs: bool = False
 
 
 ARMS: tuple[Arm, ...] = (
@@ -68,7 +80,12 @@ ARMS: tuple[Arm, ...] = (
     Arm("evolution+rejection", "(c) evolution + loss rejection", True, True, False),
     Arm("evolution+rejection+equivalence",
         "(d) evolution + loss rejection + gradient equivalence", True, True, True),
+    Arm("evolution+rejection+equivalence+rungs",
+        "(e) evolution + loss rejection + gradient equivalence + rungs", True, True, True,
+        True),
 )
+#: the arm each arm adds one component to (the paired comparisons of the study)
+PREVIOUS_ARM = {ARMS[i].name: ARMS[i - 1].name for i in range(1, len(ARMS))}
 ARM_NAMES: tuple[str, ...] = tuple(a.name for a in ARMS)
 #: an arm stops with SearchExhausted after this many individuals per budgeted evaluation
 MAX_INDIVIDUALS_PER_EVALUATION = 50
@@ -100,6 +117,12 @@ class AblationConfig:
     tournament_fraction: float = 0.25
     arms: tuple[str, ...] = ARM_NAMES
     max_mutation_tries: int = 200
+    #: the rungs of arm (e) (fractions of the proxy schedule) and its promotion fraction
+    rungs: str = "1/9,1/3,1"
+    promote: str = "1/3"
+    #: stop every arm once this much compute (seconds charged) is spent; ``budget`` is then
+    #: only a cap on proxy evaluations (equal compute instead of equal evaluations)
+    compute_budget: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.budget, int) or self.budget < 1:
@@ -115,8 +138,18 @@ class AblationConfig:
             raise ConfigError("arms=() is invalid: expected at least one arm")
         for a in self.arms:
             get_arm(a)
+        if self.compute_budget is not None and not (
+                isinstance(self.compute_budget, (int, float)) and
+                math.isfinite(self.compute_budget) and self.compute_budget > 0):
+            raise ConfigError(f"compute_budget={self.compute_budget!r} is invalid: expected "
+                              f"a positive number of seconds")
+        self.rung_schedule()
         # the remaining fields are validated by EvolutionConfig
         self.evolution(get_arm(self.arms[0]))
+
+    def rung_schedule(self) -> Rungs:
+        """The rungs of arm (e) (fractions only; the proxy's iterations are the caller's)."""
+        return parse_rungs(self.rungs, self.promote)
 
     def evolution(self, arm: Arm) -> EvolutionConfig:
         """The evolution settings of ``arm`` (random search: K = budget)."""
@@ -154,28 +187,55 @@ class ArmTrace:
     fingerprint_seconds: float = 0.0
     proxy_seconds: float = 0.0
     wall_seconds: float = 0.0
+    #: per proxy evaluation: its rung (0 = the full proxy for arms without rungs; for arm (e)
+    #: only results of the top rung count as full-proxy fitnesses) and the compute charged
+    #: to the arm once it was done (seconds)
+    rungs: list[int] = field(default_factory=list)
+    charged: list[float] = field(default_factory=list)
+    top_rung: int = 0
+    stopped_by: str = "budget"  # or "compute"
 
     @property
     def evaluations(self) -> int:
         return len(self.fitness)
 
     @property
+    def full_proxy_evaluations(self) -> int:
+        """Evaluations at the full proxy schedule (all of them without rungs)."""
+        return sum(1 for k in range(len(self.fitness)) if self._is_full(k))
+
+    def _is_full(self, k: int) -> bool:
+        return not self.rungs or self.rungs[k] == self.top_rung
+
+    @property
     def best_curve(self) -> list[float | None]:
-        """Best finite fitness after each proxy evaluation (``None`` until there is one)."""
+        """Best finite full-proxy fitness after each proxy evaluation (``None`` until there is
+        one)."""
         out: list[float | None] = []
         best: float | None = None
-        for f in self.fitness:
-            if f is not None and math.isfinite(f) and (best is None or f > best):
+        for k, f in enumerate(self.fitness):
+            if self._is_full(k) and f is not None and math.isfinite(f) and \
+                    (best is None or f > best):
                 best = f
             out.append(best)
         return out
 
+    def best_at(self, seconds: float) -> float | None:
+        """Best full-proxy fitness once ``seconds`` of compute were charged."""
+        best = None
+        for value, spent in zip(self.best_curve, self.charged):
+            if spent > seconds:
+                break
+            best = value
+        return best
+
     @property
     def best(self) -> tuple[float | None, str | None]:
-        """``(fitness, formula)`` of the best evaluated loss (first one on ties)."""
+        """``(fitness, formula)`` of the best full-proxy result (first one on ties)."""
         best, formula = None, None
-        for f, text in zip(self.fitness, self.formulas):
-            if f is not None and math.isfinite(f) and (best is None or f > best):
+        for k, (f, text) in enumerate(zip(self.fitness, self.formulas)):
+            if self._is_full(k) and f is not None and math.isfinite(f) and \
+                    (best is None or f > best):
                 best, formula = f, text
         return best, formula
 
@@ -197,7 +257,8 @@ class ArmTrace:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArmTrace:
-        return cls(**dict(data))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in dict(data).items() if k in known})
 
 
 @dataclass
@@ -247,9 +308,12 @@ class AblationResult:
         diverged evaluations, rejection rate, reused fitnesses, and losses explored per
         charged hour (mean over seeds)."""
         rows = []
+        cap = self.config.compute_budget
         for arm in self.arms:
             traces = self.traces_of(arm)
-            finals = [t.best[0] for t in traces]
+            # at equal compute: the best full-proxy result charged within the budget (the run
+            # that crossed it is not counted)
+            finals = [t.best_at(cap) if cap is not None else t.best[0] for t in traces]
             finite = np.asarray([f for f in finals if f is not None], dtype=float)
             half = [c[len(c) // 2 - 1] if len(c) >= 2 else (c[-1] if c else None)
                     for c in (t.best_curve for t in traces)]
@@ -279,9 +343,53 @@ class AblationResult:
                 "explored": sum(t.explored for t in traces),
                 "explored_per_hour": float(np.mean(per_hour)) if per_hour else None,
                 "charged_hours": sum(t.charged_seconds for t in traces) / 3600.0,
+                "charged_seconds_mean": float(np.mean([t.charged_seconds for t in traces]))
+                if traces else None,
+                "full_proxy_evaluations": sum(t.full_proxy_evaluations for t in traces),
+                "wins_over_previous": self.paired_wins(arm),
                 "best_formula": traces[best_idx].best[1] if traces else None,
             })
         return rows
+
+    def paired_wins(self, arm: str) -> dict[str, Any] | None:
+        """Seed by seed, ``arm``'s final best against the arm it adds one component to
+        (:data:`PREVIOUS_ARM`): wins, ties and losses, and the mean difference."""
+        other = PREVIOUS_ARM.get(arm)
+        if other is None or other not in self.arms:
+            return None
+        cap = self.config.compute_budget
+
+        def final(t: ArmTrace) -> float | None:
+            return t.best_at(cap) if cap is not None else t.best[0]
+
+        mine = {t.seed: final(t) for t in self.traces_of(arm)}
+        theirs = {t.seed: final(t) for t in self.traces_of(other)}
+        wins = ties = losses = 0
+        diffs = []
+        for seed in sorted(set(mine) & set(theirs)):
+            a, b = mine[seed], theirs[seed]
+            a_v, b_v = (-math.inf if a is None else a), (-math.inf if b is None else b)
+            wins += a_v > b_v
+            ties += a_v == b_v
+            losses += a_v < b_v
+            if a is not None and b is not None:
+                diffs.append(a - b)
+        return {"against": other, "wins": wins, "ties": ties, "losses": losses,
+                "mean_difference": float(np.mean(diffs)) if diffs else None}
+
+    def compute_curve(self, arm: str, points: int = 50) -> dict[str, list[float | None]]:
+        """Best full-proxy fitness against charged compute: mean and std over the arm's seeds
+        at ``points`` evenly spaced compute levels (seconds)."""
+        traces = self.traces_of(arm)
+        top = self.config.compute_budget or max(
+            (t.charged[-1] for t in traces if t.charged), default=0.0)
+        xs = [top * (i + 1) / points for i in range(points)]
+        out: dict[str, list[float | None]] = {"seconds": xs, "mean": [], "std": []}
+        for x in xs:
+            vals = [v for v in (t.best_at(x) for t in traces) if v is not None]
+            out["mean"].append(float(np.mean(vals)) if vals else None)
+            out["std"].append(float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "metric": self.metric, "config": self.config.to_json(),
@@ -336,6 +444,7 @@ def accept_valid(branch: str, graph: LossGraph) -> RejectionResult:
 
 
 ProxyFn = Callable[[Candidate], tuple[float | None, float]]  # (fitness, seconds)
+RungProxyFn = Callable[[Candidate, int], tuple[float | None, float]]  # (fitness, seconds)
 CheckFn = Callable[[str, LossGraph], RejectionResult]  # result.seconds is charged
 FingerprintFn = Callable[[Candidate], tuple[str | None, float]]  # (fingerprint, seconds)
 
@@ -343,19 +452,34 @@ FingerprintFn = Callable[[Candidate], tuple[str | None, float]]  # (fingerprint,
 def run_arm(arm: Arm | str, seed: int, config: AblationConfig,
             branches: Mapping[str, BranchKind], proxy: ProxyFn, check: CheckFn,
             fingerprint: FingerprintFn, space: SearchSpaceConfig | None = None,
-            on_evaluation: Callable[[ArmTrace], None] | None = None) -> ArmTrace:
-    """Run one arm with one seed until ``config.budget`` proxy evaluations are used.
+            on_evaluation: Callable[[ArmTrace], None] | None = None,
+            rung_proxy: RungProxyFn | None = None) -> ArmTrace:
+    """Run one arm with one seed until ``config.budget`` proxy evaluations are used (full-proxy
+    equivalents for the arm with rungs), or, with ``config.compute_budget``, until that much
+    compute was charged.
 
     ``proxy`` trains a candidate and returns ``(fitness, seconds)`` (``None``: diverged);
-    ``check`` is the loss-rejection protocol (used only by the arms with rejection);
-    ``fingerprint`` the gradient fingerprint (only by the arm with the equivalence check).
-    ``on_evaluation`` is called after every proxy evaluation.
+    ``rung_proxy(candidate, rung)`` trains one rung of the arm with rungs (rung = the index in
+    ``config.rung_schedule()``); ``check`` is the loss-rejection protocol (used only by the
+    arms with rejection); ``fingerprint`` the gradient fingerprint (only by the arms with the
+    equivalence check). ``on_evaluation`` is called after every proxy evaluation.
     """
     arm = get_arm(arm) if isinstance(arm, str) else arm
     trace = ArmTrace(arm.name, int(seed))
+    rungs = config.rung_schedule() if arm.rungs else None
+    if rungs is not None:
+        if rung_proxy is None:
+            raise ConfigError(f"arm {arm.name!r} needs a rung_proxy (its runs are rungs)")
+        trace.top_rung = rungs.top
     t0 = time.perf_counter()
 
+    def spend() -> None:
+        if config.compute_budget is not None and \
+                trace.charged_seconds >= config.compute_budget:
+            raise _ComputeSpent
+
     def reject(branch: str, graph: LossGraph) -> RejectionResult:
+        spend()
         trace.explored += 1
         if not arm.rejection:
             return accept_valid(branch, graph)
@@ -372,13 +496,16 @@ def run_arm(arm: Arm | str, seed: int, config: AblationConfig,
         trace.fingerprint_seconds += seconds
         return value
 
-    def evaluate(cand: Candidate) -> float | None:
-        fitness, seconds = proxy(cand)
+    def evaluate(cand: Candidate, rung: int | None = None) -> float | None:
+        spend()
+        fitness, seconds = proxy(cand) if rung is None else rung_proxy(cand, rung)
         if fitness is not None and not math.isfinite(fitness):
             fitness = None
         trace.proxy_seconds += seconds
         trace.fitness.append(fitness)
         trace.formulas.append(cand.text)
+        trace.rungs.append(0 if rung is None else rung)
+        trace.charged.append(trace.charged_seconds)
         if on_evaluation is not None:
             on_evaluation(trace)
         return fitness
@@ -386,25 +513,34 @@ def run_arm(arm: Arm | str, seed: int, config: AblationConfig,
     def on_event(ev: SearchEvent) -> None:
         trace.individuals += 1
         trace.reused += ev.reused
-        if trace.individuals > MAX_INDIVIDUALS_PER_EVALUATION * config.budget:
+        units = 1 if rungs is None else rungs.units_per_proxy
+        if trace.individuals > MAX_INDIVIDUALS_PER_EVALUATION * config.budget * units:
             # reused fitnesses use no budget: a search space whose equivalence classes are
             # all evaluated would otherwise never end
             raise SearchExhausted(f"arm {arm.name!r} seed {seed}: {trace.individuals} "
                                   f"individuals for {trace.evaluations} proxy evaluations; "
                                   f"the children keep reusing evaluated losses")
 
-    run_evolution(branches, np.random.default_rng(int(seed)), reject, fp, evaluate,
-                  config.evolution(arm), space, on_event=on_event,
-                  use_equivalence=arm.equivalence)
+    try:
+        run_evolution(branches, np.random.default_rng(int(seed)), reject, fp, evaluate,
+                      config.evolution(arm), space, on_event=on_event,
+                      use_equivalence=arm.equivalence, rungs=rungs)
+    except _ComputeSpent:
+        trace.stopped_by = "compute"
     trace.wall_seconds = time.perf_counter() - t0
     return trace
+
+
+class _ComputeSpent(Exception):
+    """The arm has spent its compute budget: stop where it is."""
 
 
 def run_ablation(config: AblationConfig, branches: Mapping[str, BranchKind], proxy: ProxyFn,
                  check: CheckFn, fingerprint: FingerprintFn, *, task: str = "seg",
                  metric: str = "miou", space: SearchSpaceConfig | None = None,
                  settings: Mapping[str, Any] | None = None,
-                 on_evaluation: Callable[[ArmTrace], None] | None = None) -> AblationResult:
+                 on_evaluation: Callable[[ArmTrace], None] | None = None,
+                 rung_proxy: RungProxyFn | None = None) -> AblationResult:
     """Every arm of ``config`` with every seed, in one process (seed by seed; within a seed the
     full method first, so the arms that share its draws hit the callers' caches)."""
     result = AblationResult(config, task, metric, settings=dict(settings or {}))
@@ -412,13 +548,14 @@ def run_ablation(config: AblationConfig, branches: Mapping[str, BranchKind], pro
     for seed in config.seeds:
         for arm in order:
             result.traces.append(run_arm(arm, seed, config, branches, proxy, check,
-                                         fingerprint, space, on_evaluation))
+                                         fingerprint, space, on_evaluation, rung_proxy))
     return result
 
 
 # --- the figure ----------------------------------------------------------------------------------
 _COLOURS = {"random": "#7f7f7f", "evolution": "#1f77b4", "evolution+rejection": "#ff7f0e",
-            "evolution+rejection+equivalence": "#2ca02c"}
+            "evolution+rejection+equivalence": "#2ca02c",
+            "evolution+rejection+equivalence+rungs": "#d62728"}
 
 
 def plot_ablation(result: AblationResult, path: str | Path, *, dpi: int = 120) -> Path:
@@ -430,8 +567,8 @@ def plot_ablation(result: AblationResult, path: str | Path, *, dpi: int = 120) -
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2),
-                                 gridspec_kw={"width_ratios": [1.7, 1]})
+    fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(16, 4.2),
+                                     gridspec_kw={"width_ratios": [1.5, 1.5, 1]})
     summary = {r["arm"]: r for r in result.summary()}
     for arm in result.arms:
         colour = _COLOURS.get(arm)
@@ -454,6 +591,20 @@ def plot_ablation(result: AblationResult, path: str | Path, *, dpi: int = 120) -
                  f"{'s' if seeds != 1 else ''} (band: ±1 std)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    for arm in result.arms:  # the same against the compute charged to each arm
+        cur = result.compute_curve(arm)
+        pts = [(x / 60.0, m, s or 0.0) for x, m, s in zip(cur["seconds"], cur["mean"],
+                                                          cur["std"]) if m is not None]
+        if not pts:
+            continue
+        xs_c, mean_c, std_c = (np.asarray(v, dtype=float) for v in zip(*pts))
+        cx.plot(xs_c, mean_c, color=_COLOURS.get(arm), lw=2)
+        cx.fill_between(xs_c, mean_c - std_c, mean_c + std_c, color=_COLOURS.get(arm),
+                        alpha=0.15, lw=0)
+    cx.set_xlabel("compute charged (minutes)")
+    cx.set_ylabel(f"best {result.metric} so far")
+    cx.set_title("at equal compute" if result.config.compute_budget else "against compute")
+    cx.grid(alpha=0.3)
     names = [a for a in result.arms if summary[a]["explored_per_hour"]]
     vals = [summary[a]["explored_per_hour"] for a in names]
     bx.barh(range(len(names)), vals, color=[_COLOURS.get(a) for a in names])
@@ -478,22 +629,28 @@ def summary_markdown(result: AblationResult) -> str:
     def f(v: float | None, digits: int = 4) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
-    lines = [f"| arm | seeds | best {result.metric} (mean ± std) | min – max | best at half "
-             f"budget | diverged | rejected | reused | losses explored / h |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    at = (f"at {result.config.compute_budget:g} s charged" if result.config.compute_budget
+          else "at the budget")
+    lines = [f"| arm | seeds | best {result.metric} {at} (mean ± std) | min – max | wins / ties "
+             f"/ losses vs the arm before | best at half budget | full-proxy runs | diverged | "
+             f"rejected | reused | losses explored / h |",
+             "| --- | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.0%}"
 
     for r in result.summary():
         per_hour = "-" if r["explored_per_hour"] is None else f"{r['explored_per_hour']:.0f}"
+        w = r["wins_over_previous"]
+        wins = "-" if w is None else f"{w['wins']} / {w['ties']} / {w['losses']}"
         lines.append(
             f"| {r['label']} | {r['seeds']} | {f(r['best_mean'])} ± {f(r['best_std'])} | "
-            f"{f(r['best_min'])} – {f(r['best_max'])} | {f(r['best_at_half_mean'])} | "
+            f"{f(r['best_min'])} – {f(r['best_max'])} | {wins} | "
+            f"{f(r['best_at_half_mean'])} | {r['full_proxy_evaluations']} | "
             f"{pct(r['diverged_fraction'])} | {pct(r['rejection_rate'])} | {r['reused']} | "
             f"{per_hour} |")
     return "\n".join(lines)
 
 
-__all__ = ["ARMS", "ARM_NAMES", "AblationConfig", "AblationResult", "Arm", "ArmTrace",
-           "MeasuredCache", "accept_valid", "get_arm", "plot_ablation", "run_ablation",
+__all__ = ["ARMS", "ARM_NAMES", "PREVIOUS_ARM", "AblationConfig", "AblationResult", "Arm",
+           "ArmTrace", "MeasuredCache", "accept_valid", "get_arm", "plot_ablation", "run_ablation",
            "run_arm", "summary_markdown"]

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, aliased
 from alz_core.mutation import MutationKind
 from alz_core.rejection import RejectReason, StopReason, Verdict
 
-from .analysis import lineage
+from .analysis import lineage, rung_counts
 from .candidates import get_candidate
 from .engine import make_engine
 from .enums import CandidateStatus, EvalKind, EvalStatus, FitnessKind, WorkerStatus
@@ -151,29 +151,51 @@ class FitnessPoint:
     best_so_far: float | None  # the best finite fitness of evaluations 1..evaluation
     finished_at: datetime
     elapsed_s: float  # since the search started (or its first result)
+    #: compute charged to the search when this result was in: proxy training seconds of the
+    #: results so far plus the seconds of its rejection checks until then (to the second)
+    compute_s: float = 0.0
+    rung: int = 0  # its rung (multi-fidelity searches); only the top rung's count as best
+    proxies: float = 0.0  # full-proxy equivalents of the results so far
 
 
 def fitness_history(session: Session, search_id: int) -> list[FitnessPoint]:
-    """The search's finished proxy evaluations in arrival order, with the running best:
-    the data of the "fitness against proxy evaluations / time" charts."""
+    """The search's finished proxy evaluations in arrival order, with the running best (of
+    full-schedule results, for a search with rungs): the data of the "fitness against proxy
+    evaluations / time / compute" charts."""
+    from sqlalchemy import func
+
     info = get_search(session, search_id)
     rows = session.execute(
         select(Evaluation.candidate_id, Evaluation.fitness, Evaluation.fitness_kind,
-               Evaluation.finished_at)
+               Evaluation.finished_at, Evaluation.seconds, Evaluation.rung, Evaluation.units)
         .where(Evaluation.search_id == info.id, Evaluation.kind == sql_value(EvalKind.PROXY),
                Evaluation.status == sql_value(EvalStatus.DONE))
         .order_by(Evaluation.finished_at, Evaluation.id)).all()
     if not rows:
         return []
+    second = func.date_trunc("second", Rejection.created_at)
+    checks = session.execute(
+        select(second, func.sum(Rejection.seconds)).where(Rejection.search_id == info.id)
+        .group_by(second).order_by(second)).all()
     start = info.started_at or rows[0].finished_at
     out: list[FitnessPoint] = []
     best: float | None = None
+    proxy_s = checks_s = 0.0
+    units = 0
+    i = 0
     for n, r in enumerate(rows, 1):
+        while i < len(checks) and checks[i][0] <= r.finished_at:
+            checks_s += float(checks[i][1] or 0.0)
+            i += 1
+        proxy_s += float(r.seconds or 0.0)
+        units += r.units
         f = from_stored(r.fitness, r.fitness_kind)
-        if f is not None and (best is None or f > best):
+        top = r.units == info.units_per_proxy
+        if top and f is not None and (best is None or f > best):
             best = f
         out.append(FitnessPoint(n, r.candidate_id, f, best, r.finished_at,
-                                max(0.0, (r.finished_at - start).total_seconds())))
+                                max(0.0, (r.finished_at - start).total_seconds()),
+                                proxy_s + checks_s, r.rung, units / info.units_per_proxy))
     return out
 
 
@@ -611,6 +633,7 @@ def tuning_view(session: Session, candidate_id: int) -> TuningView:
 
 
 __all__ = [
+    "rung_counts",
     "MAX_PAGE_SIZE", "REJECTED", "WORKER_SILENT_SECONDS", "CandidateDetail", "FitnessPoint",
     "LineageGraph", "PopulationPage", "PopulationQuery", "PopulationRow", "RejectionRecord",
     "SearchOverview", "SortKey", "TuningView", "candidate_detail", "descendants", "fitness_history",

@@ -296,6 +296,28 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
             shutil.rmtree(work / "run", ignore_errors=True)
 
     proxy = MeasuredCache(train, key=lambda c: c.text)
+    rung_proxy = None
+    if any(a.endswith("+rungs") for a in cfg.arms if a not in skip):
+        import copy
+
+        iterations = _rung_iterations(cfg, spec, proxy_iters)
+
+        def train_rung(item: tuple[Any, int]) -> float | None:
+            cand, rung = item
+            task_k = copy.copy(proxy_task)  # the same task, the rung's own schedule
+            task_k.max_iters = iterations[rung]
+            try:
+                return task_k.run(cand.graphs, metric, work / "run", seed=0).fitness
+            finally:
+                shutil.rmtree(work / "run", ignore_errors=True)
+
+        rung_cache = MeasuredCache(train_rung, key=lambda item: f"{item[1]}:{item[0].text}")
+
+        def rung_proxy(cand: Any, rung: int) -> tuple[float | None, float]:
+            if rung == len(iterations) - 1:
+                return proxy(cand)  # the full schedule: the same run as the other arms'
+            return rung_cache((cand, rung))
+
     checks: dict[tuple[str, str], Any] = {}
 
     def check(branch: str, graph: Any) -> Any:
@@ -314,12 +336,29 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
                 continue
             trace = run_arm(arm, seed, cfg, get_task(task).branches, proxy, check, fingerprint,
                             on_evaluation=lambda t: queue.put(("eval", t.arm, t.seed,
-                                                               t.evaluations)))
+                                                               t.evaluations,
+                                                               t.charged_seconds)),
+                            rung_proxy=rung_proxy)
             queue.put(("trace", trace.to_json()))
             traces.append(trace.to_json())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return traces
+
+
+def _rung_iterations(cfg: Any, spec: dict[str, Any], proxy_iters: int | None) -> tuple[int, ...]:
+    """The iterations of each rung of the arm with rungs: fractions of the proxy schedule
+    (``--proxy-iters``, or the config's iteration-based schedule)."""
+    from alz_core.tasks.configs import load_config
+
+    length = proxy_iters
+    if length is None:
+        train_cfg = load_config(spec["config"], spec.get("cfg_options")).train_cfg
+        if train_cfg.get("type") != "IterBasedTrainLoop":
+            raise CLIError("the arm with rungs needs an iteration-based proxy schedule: pass "
+                           "--proxy-iters N")
+        length = int(train_cfg.max_iters)
+    return cfg.rung_schedule().with_iterations(length).iterations
 
 
 class _ListQueue:
@@ -420,7 +459,8 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                                 initial_population=args.initial,
                                 tournament_fraction=args.tournament,
                                 arms=tuple(args.arms.split(",")) if args.arms else
-                                AblationConfig().arms)
+                                AblationConfig().arms, rungs=args.rungs,
+                                promote=args.promote, compute_budget=args.compute_budget)
     except (TaskError, ConfigError) as exc:
         raise CLIError(str(exc)) from None
     _positive("--proxy-iters", args.proxy_iters)
@@ -429,6 +469,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         raise CLIError(f"--data-root {args.data_root}: not a directory")
     setup = _setup_task(info.name, metric, args, _cfg_options(args))
     spec = _task_spec(setup)
+    rung_iterations = None
+    if any(a.endswith("+rungs") for a in config.arms):
+        try:  # before an hour of work: the rungs must fit the proxy schedule
+            rung_iterations = _rung_iterations(config, spec, args.proxy_iters)
+        except ConfigError as exc:
+            raise CLIError(str(exc)) from None
     out = Path(args.out)
     name = args.name or f"ablation-{info.name}-{metric}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.no_db:
@@ -437,7 +483,9 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     settings = {"proxy_iters": args.proxy_iters, "procs": args.procs, "proxy_seed": 0,
                 "rejection": "seed protocol (B=5, 500 SGD iterations, eta=0.6)",
                 "config": setup.config.label, "config_sha256": setup.config_sha256,
-                "cfg_options": dict(setup.cfg_options), "data_root": setup.data_root}
+                "cfg_options": dict(setup.cfg_options), "data_root": setup.data_root,
+                "rung_iterations": None if rung_iterations is None else list(rung_iterations),
+                "compute_budget": config.compute_budget}
     result = AblationResult(config, info.name, metric, settings=settings)
     finished: set[tuple[str, int]] = set()
     if args.resume:
@@ -449,8 +497,10 @@ def cmd_ablation(args: argparse.Namespace) -> int:
             err_console.print(f"resuming: {len(kept)} finished run(s) kept from "
                               f"{out / 'ablation.json'}", markup=False, highlight=False,
                               soft_wrap=True)
-    total = len(config.arms) * len(config.seeds) * config.budget
-    done: dict[tuple[str, int], int] = {(a, s): config.budget for a, s in finished}
+    # progress: proxy evaluations, or seconds charged at equal compute
+    per_run = config.compute_budget if config.compute_budget else config.budget
+    total = len(config.arms) * len(config.seeds) * per_run
+    done: dict[tuple[str, int], float] = {(a, s): per_run for a, s in finished}
     t0 = time.perf_counter()
     threads = 1 if args.procs > 1 else None
 
@@ -463,10 +513,11 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
         def handle(item: Any) -> None:
             if item[0] == "eval":
-                _, arm, seed, n = item
-                done[(arm, seed)] = n
+                _, arm, seed, n, charged = item
+                done[(arm, seed)] = min(charged, per_run) if config.compute_budget else n
                 progress.update(bar, completed=sum(done.values()),
-                                info=f"{arm} seed {seed}: {n}/{config.budget}")
+                                info=f"{arm} seed {seed}: {n} evaluations, {charged:.0f} s "
+                                     f"charged")
             else:
                 trace = ArmTrace.from_json(item[1])
                 result.traces.append(trace)
@@ -741,9 +792,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     _db_options(t)
     t.set_defaults(func=cmd_tune)
 
-    a = sub.add_parser("ablation", help="search-efficiency study (seed appendix C): random "
-                       "search vs evolution vs + rejection vs + equivalence, same budget and "
-                       "seeds")
+    a = sub.add_parser("ablation", help="search-efficiency study (the paper's appendix C): "
+                       "random search vs evolution vs + rejection vs + equivalence vs + rungs, "
+                       "same seeds, at an equal number of proxy evaluations or equal compute")
     a.add_argument("--task", default="seg")
     a.add_argument("--metric", default="miou")
     a.add_argument("--budget", type=int, default=20,
@@ -755,7 +806,17 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                    help="tournament fraction T (default 0.25: small populations)")
     a.add_argument("--arms", default=None,
                    help="comma-separated subset of random, evolution, evolution+rejection, "
-                   "evolution+rejection+equivalence (default: all four)")
+                   "evolution+rejection+equivalence, evolution+rejection+equivalence+rungs "
+                   "(default: all five)")
+    a.add_argument("--compute-budget", type=float, default=None, metavar="SECONDS",
+                   help="equal compute: stop every arm once this many seconds of compute "
+                   "(proxy runs, rejection checks, fingerprints) were charged to it; --budget "
+                   "is then only a cap on proxy evaluations")
+    a.add_argument("--rungs", default="1/9,1/3,1",
+                   help="the rungs of the arm with rungs (fractions of the proxy schedule; "
+                   "default 1/9,1/3,1)")
+    a.add_argument("--promote", default="1/3",
+                   help="the fraction of each rung that continues (default 1/3)")
     a.add_argument("--proxy-iters", type=int, default=None,
                    help="training iterations per proxy run (default: the config's)")
     a.add_argument("--procs", type=int, default=1,

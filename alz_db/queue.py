@@ -552,7 +552,7 @@ def _eval_record(r: Evaluation) -> EvaluationRecord:
         fitness=from_stored(r.fitness, r.fitness_kind),
         fitness_kind=None if r.fitness_kind is None else FitnessKind(r.fitness_kind),
         seconds=r.seconds, params=dict(r.params), queued_at=r.queued_at,
-        started_at=r.started_at, finished_at=r.finished_at)
+        started_at=r.started_at, finished_at=r.finished_at, rung=r.rung)
 
 
 def get_evaluation(session: Session, evaluation_id: int) -> EvaluationRecord:

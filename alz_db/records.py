@@ -207,6 +207,7 @@ class EvaluationRecord:
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    rung: int = 0  # revision 0011
 
 
 @dataclass(frozen=True)

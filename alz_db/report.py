@@ -402,20 +402,32 @@ def render_report(data: ReportData, out_dir: str | Path) -> Path:
         cfg = result.config
         exp = data.ablation.get("_experiment")
         where = f" (stored study {exp['id']} {_e(exp['name'])})" if exp else ""
-        parts.append(f"<p>{len(result.arms)} arms x {len(cfg.seeds)} seeds, budget "
-                     f"{cfg.budget} proxy evaluations each, K={cfg.initial_population}, "
+        budget = (f"equal compute: {cfg.compute_budget:g} s charged to each (at most "
+                  f"{cfg.budget} proxy evaluations)" if cfg.compute_budget else
+                  f"budget {cfg.budget} proxy evaluations each (full-proxy equivalents for "
+                  f"the arm with rungs)")
+        parts.append(f"<p>{len(result.arms)} arms x {len(cfg.seeds)} seeds, {budget}; "
+                     f"best fitness against proxy evaluations and against the compute "
+                     f"charged (proxy runs, rejection checks, fingerprints), "
+                     f"K={cfg.initial_population}, "
                      f"T={cfg.tournament_fraction}{where}; settings "
                      f"{_e(result.settings)}.</p>")
+        def wins(w: Any) -> str:
+            return "-" if w is None else f"{w['wins']} / {w['ties']} / {w['losses']}"
+
         parts.append(_table(
-            ["arm", "best (mean ± std)", "min – max", "best at half budget", "diverged",
-             "rejected", "reused", "losses explored / h"],
+            ["arm", "best (mean ± std)", "min – max", "wins / ties / losses vs the arm before",
+             "compute charged (mean s)", "full-proxy runs", "best at half budget",
+             "diverged", "rejected", "reused", "losses explored / h"],
             [[_e(x["label"]), f"{_f(x['best_mean'])} ± {_f(x['best_std'])}",
-              f"{_f(x['best_min'])} – {_f(x['best_max'])}", _f(x["best_at_half_mean"]),
+              f"{_f(x['best_min'])} – {_f(x['best_max'])}", wins(x.get("wins_over_previous")),
+              _f(x.get("charged_seconds_mean"), 0), str(x.get("full_proxy_evaluations", "-")),
+              _f(x["best_at_half_mean"]),
               "-" if x["diverged_fraction"] is None else f"{x['diverged_fraction']:.0%}",
               "-" if x["rejection_rate"] is None else f"{x['rejection_rate']:.0%}",
               str(x["reused"]),
               "-" if x["explored_per_hour"] is None else f"{x['explored_per_hour']:.0f}"]
-             for x in result.summary()], numeric={1, 2, 3, 4, 5, 6, 7}))
+             for x in result.summary()], numeric={1, 2, 4, 5, 6, 7, 8, 9, 10}))
     # baselines
     parts.append('<h2 id="baselines">Baselines</h2>')
     b = data.baselines

@@ -13,6 +13,8 @@ from alz_db.tuning import TrialRecord
 #: the x axes of the fitness charts: column and title
 X_AXES: dict[str, tuple[str, str]] = {
     "proxy evaluations": ("evaluation", "proxy evaluations"),
+    "full-proxy equivalents": ("proxies", "compute used: full-proxy equivalents"),
+    "compute": ("compute_min", "compute charged: proxy runs + rejection checks (minutes)"),
     "time": ("elapsed_min", "minutes since the search started"),
 }
 
@@ -23,6 +25,9 @@ def history_frame(points: Sequence[FitnessPoint], search: str = "") -> pd.DataFr
         "search": [search] * len(points),
         "evaluation": [p.evaluation for p in points],
         "elapsed_min": [round(p.elapsed_s / 60.0, 3) for p in points],
+        "compute_min": [round(p.compute_s / 60.0, 3) for p in points],
+        "proxies": [round(p.proxies, 4) for p in points],
+        "rung": [p.rung for p in points],
         "candidate": [p.candidate_id for p in points],
         "fitness": [p.fitness for p in points],
         "best": [p.best_so_far for p in points],

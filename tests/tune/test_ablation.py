@@ -45,14 +45,22 @@ def fake_proxy(cand):
 
 
 def fake_fingerprint(cand):
-    return str(_h(cand.text) % 13), 0.01  # few classes: the equivalence arm must reuse
+    return str(_h(cand.text) % 20), 0.01  # few classes: the equivalence arm must reuse
 
 
-def _run(seeds=(0, 1), budget=6) -> AblationResult:
+def fake_rung_proxy(cand, rung):
+    """A rung of the proxy: the full result scaled down at shorter rungs, cost by length."""
+    fitness, seconds = fake_proxy(cand)
+    share = (1 / 9, 1 / 3, 1)[rung]
+    return (None if fitness is None else fitness * (0.6 + 0.4 * share)), seconds * share
+
+
+def _run(seeds=(0, 1), budget=6, **kwargs) -> AblationResult:
     cfg = AblationConfig(budget=budget, seeds=seeds, initial_population=3,
-                         tournament_fraction=0.5)
+                         tournament_fraction=0.5, **kwargs)
     return run_ablation(cfg, BRANCHES, fake_proxy, fake_check, fake_fingerprint,
-                        task="seg", metric="miou", settings={"proxy_iters": 0})
+                        task="seg", metric="miou", settings={"proxy_iters": 0},
+                        rung_proxy=fake_rung_proxy)
 
 
 def test_every_arm_runs_every_seed_on_the_same_budget(tmp_path) -> None:
@@ -61,6 +69,12 @@ def test_every_arm_runs_every_seed_on_the_same_budget(tmp_path) -> None:
     for arm in ARM_NAMES:
         traces = result.traces_of(arm)
         assert [t.seed for t in traces] == [0, 1]
+        if arm.endswith("rungs"):  # its budget: 6 full-proxy equivalents = 54 units
+            for t in traces:
+                units = sum((1, 3, 9)[r] for r in t.rungs)
+                assert 54 - 9 < units <= 54 and t.evaluations > 6
+                assert t.full_proxy_evaluations == sum(r == 2 for r in t.rungs)
+            continue
         assert all(t.evaluations == 6 for t in traces)
         for t in traces:
             curve = t.best_curve
@@ -74,7 +88,7 @@ def test_every_arm_runs_every_seed_on_the_same_budget(tmp_path) -> None:
         assert t.rejection_checks == t.explored > t.evaluations
         assert t.rejected > 0 and t.reused == 0
     reused = sum(t.reused for t in result.traces_of("evolution+rejection+equivalence"))
-    assert reused > 0  # 13 fingerprint classes: children must hit them
+    assert reused > 0  # 20 fingerprint classes: children must hit them
     # (c) and (d) draw from the same generator: their initial populations agree
     c, d = (result.traces_of(a)[0] for a in ("evolution+rejection",
                                              "evolution+rejection+equivalence"))
@@ -85,8 +99,8 @@ def test_the_summary_figure_and_json_round_trip(tmp_path) -> None:
     result = _run()
     rows = {r["arm"]: r for r in result.summary()}
     assert set(rows) == set(ARM_NAMES)
-    for r in rows.values():
-        assert r["seeds"] == 2 and r["evaluations"] == 12
+    for arm, r in rows.items():
+        assert r["seeds"] == 2 and (r["evaluations"] == 12 or arm.endswith("rungs"))
         assert r["explored_per_hour"] is not None and r["explored_per_hour"] > 0
     assert rows["random"]["rejection_rate"] is None
     assert 0 < rows["evolution+rejection"]["rejection_rate"] < 1
@@ -96,8 +110,26 @@ def test_the_summary_figure_and_json_round_trip(tmp_path) -> None:
     again = AblationResult.from_json(json.loads(json.dumps(result.to_json())))
     assert again.summary() == result.summary()
     table = summary_markdown(result)
-    assert table.count("\n") == 2 + 3  # header, rule, four arms
+    assert table.count("\n") == 2 + 4  # header, rule, five arms
     assert "(d) evolution + loss rejection + gradient equivalence" in table
+
+
+def test_equal_compute_stops_every_arm_at_the_same_charge() -> None:
+    result = _run(budget=200, compute_budget=30.0)
+    for t in result.traces:
+        assert t.stopped_by == "compute"
+        assert 30.0 <= t.charged_seconds < 30.0 + 2.5  # one more run or check at most
+        assert all(c2 >= c1 for c1, c2 in zip(t.charged, t.charged[1:]))
+        assert t.best_at(30.0) == max((f for f, r, c in zip(t.fitness, t.rungs, t.charged)
+                                       if c <= 30.0 and f is not None and r == t.top_rung),
+                                      default=None)
+    rows = {r["arm"]: r for r in result.summary()}
+    w = rows["evolution+rejection+equivalence+rungs"]["wins_over_previous"]
+    assert w["against"] == "evolution+rejection+equivalence"
+    assert w["wins"] + w["ties"] + w["losses"] == 2
+    assert rows["random"]["wins_over_previous"] is None
+    cur = result.compute_curve("evolution", points=10)
+    assert len(cur["seconds"]) == 10 and cur["seconds"][-1] == 30.0
 
 
 def test_same_seeds_same_study() -> None:
@@ -136,38 +168,43 @@ def test_bad_config_is_named(kwargs, message) -> None:
 @pytest.mark.mm
 @pytest.mark.slow
 def test_cli_ablation_on_the_tiny_task(tmp_path, capsys, db_url, small_voc) -> None:
-    """The real thing at a tiny budget: four arms, a figure, stored in the database."""
+    """The real thing at a tiny budget: five arms, a figure, stored in the database."""
     from alz_db import make_engine, make_session_factory, session_scope
     from alz_db.cli import main
     from alz_db.experiments import latest_experiment
 
     out = tmp_path / "abl"
     code = main(["ablation", "--budget", "2", "--seeds", "0", "--initial", "1",
-                 "--proxy-iters", "2", "--data-root", str(small_voc), "--out", str(out),
+                 "--proxy-iters", "3", "--rungs", "1/3,1", "--data-root", str(small_voc),
+                 "--out", str(out),
                  "--name", "tiny-ablation", "--data-dir", str(tmp_path / "data"),
                  "--database-url", db_url, "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     payload = json.loads(captured.out)
     assert {r["arm"] for r in payload["summary"]} == set(ARM_NAMES)
-    assert all(r["evaluations"] == 2 for r in payload["summary"])
+    assert all(r["evaluations"] == 2 for r in payload["summary"]
+               if not r["arm"].endswith("rungs"))
+    rungs = next(r for r in payload["summary"] if r["arm"].endswith("rungs"))
+    assert rungs["evaluations"] > 2
+    assert json.loads((out / "ablation.json").read_text())["settings"]["rung_iterations"] == [1, 3]
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     result = AblationResult.from_json((out / "ablation.json").read_text())
-    assert len(result.traces) == 4
+    assert len(result.traces) == 5
     engine = make_engine(db_url)
     try:
         with session_scope(make_session_factory(engine)) as s:
             stored = latest_experiment(s, "ablation", task="seg", metric="miou")
         assert stored is not None and stored.id == payload["experiment_id"]
-        assert stored.name == "tiny-ablation" and len(stored.result["traces"]) == 4
+        assert stored.name == "tiny-ablation" and len(stored.result["traces"]) == 5
     finally:
         engine.dispose()
 
     # --resume keeps the finished runs (seed 0) and runs only the missing ones (seed 1)
     first = {(t.arm, t.seed): t.to_json() for t in result.traces}
     arms = "random,evolution+rejection+equivalence"
-    common = ["ablation", "--budget", "2", "--initial", "1", "--proxy-iters", "2",
-              "--data-root", str(small_voc), "--out", str(out), "--data-dir",
+    common = ["ablation", "--budget", "2", "--initial", "1", "--proxy-iters", "3",
+              "--rungs", "1/3,1", "--data-root", str(small_voc), "--out", str(out), "--data-dir",
               str(tmp_path / "data"), "--no-db", "--resume"]
     code = main([*common, "--seeds", "0,1", "--arms", arms, "--json"])
     captured = capsys.readouterr()

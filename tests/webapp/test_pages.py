@@ -313,3 +313,41 @@ def test_a_lineage_node_opens_its_candidate_page(world: World) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert "Candidate" in [t.value for t in at.title]
     assert metric(at, "miou") == "0.6200" and metric(at, "mutation") == "replace"
+
+
+def test_a_search_with_rungs_shows_its_rungs_and_each_candidates_rung(world: World) -> None:
+    """The search page counts candidates per rung; the candidate page says which rung a
+    candidate reached and lists each rung's run."""
+    import uuid
+
+    from alz_core.rungs import parse_rungs
+    from alz_db import claim_evaluation, finish_evaluation, register_worker, submit_candidate
+    from tests.db.builders import FORMULAS as MORE
+    from tests.db.builders import cand
+
+    engine = make_engine(world.owner_url)
+    try:
+        sessions = make_session_factory(engine)
+        with session_scope(sessions) as s:
+            sid = create_search(s, f"rungs-{uuid.uuid4().hex[:6]}", "seg", "miou",
+                                evolution={"budget": 3},
+                                extra={"rungs": parse_rungs("1/3,1").with_iterations(30)
+                                       .to_json()}, start=True).id
+            for i in range(3):
+                submit_candidate(s, sid, cand(MORE[i]), fingerprint=f"r{sid}-{i}")
+            wid = register_worker(s, "web-test", 1, "cpu")
+        for f in (0.2, 0.7, 0.4, 0.75):  # three first rungs, then the promoted one's
+            with session_scope(sessions) as s:
+                lease = claim_evaluation(s, wid, search_id=sid)
+                finish_evaluation(s, lease, fitness=f, metrics={"iterations": 10})
+        promoted = lease.candidate_id
+    finally:
+        engine.dispose()
+    at = page("searches", search=sid)
+    assert "**rungs** (1/3,1 of the proxy schedule" in texts(at)
+    table = next(f for f in frames(at) if "candidates stopped here" in f.columns)
+    assert list(table["candidates stopped here"]) == [2, 1] and list(table["done"]) == [3, 1]
+    at = page("candidate", candidate=promoted)
+    assert "this candidate reached rung 1" in texts(at)
+    evals = next(f for f in frames(at) if "rung" in f.columns)
+    assert sorted(evals["rung"]) == [0, 1]

@@ -90,9 +90,14 @@ def _evaluations(d: CandidateDetail) -> None:
             cols[i % len(cols)].metric(k, fmt(v) if isinstance(v, (int, float)) else str(v))
     elif d.candidate.equivalent_to is not None:
         st.caption(f"not trained: see candidate {d.candidate.equivalent_to}")
+    rungs = sorted({e.rung for e in d.evaluations if e.kind.value == "proxy"})
+    if len(rungs) > 1 or any(r > 0 for r in rungs) or d.candidate.rung > 0:
+        st.caption(f"multi-fidelity search: this candidate reached rung {d.candidate.rung}; "
+                   f"its fitness is the metric there (each rung below is a shorter training)")
     if d.evaluations:
         st.dataframe(pd.DataFrame([{
-            "evaluation": e.id, "kind": e.kind.value, "status": e.status.value,
+            "evaluation": e.id, "kind": e.kind.value, "rung": e.rung,
+            "iterations": (e.metrics or {}).get("iterations"), "status": e.status.value,
             "attempts": e.attempts, "worker": e.worker_id,
             "fitness": fmt_fitness(e.fitness, e.fitness_kind), "seconds": e.seconds,
             "error": e.error} for e in d.evaluations]), hide_index=True)

@@ -10,6 +10,7 @@ from alz_db import SearchStatus
 from alz_db.browse import (
     SearchOverview,
     fitness_history,
+    rung_counts,
     search_noise_floor,
     search_overviews,
     search_workers,
@@ -69,6 +70,15 @@ def _body() -> None:
                     f"`{chosen.best_formula}`")
         if st.button("Open the best candidate", key="open-best"):
             open_candidate(int(info.best_candidate_id))
+    if info.units_per_proxy > 1:
+        counts = read(rung_counts, info.id)
+        st.markdown(f"**rungs** ({info.rungs.text} of the proxy schedule, the best "
+                    f"{info.rungs.promote} of each continues): {info.done_proxies:g} of "
+                    f"{info.budget_proxies:g} full-proxy equivalents used")
+        st.dataframe(pd.DataFrame([{
+            "rung": c["rung"], "fraction": c["fraction"], "iterations": c["iterations"],
+            "done": c["done"], "open": c["open"], "candidates stopped here": c["stopped"],
+            "best": fmt(c["best"])} for c in counts]), hide_index=True)
     points = read(fitness_history, info.id)
     if not points:
         st.info("No proxy evaluation has finished yet.")
