@@ -10,6 +10,11 @@ from typing import Any
 from .errors import InvalidValue
 from .ops import OP_NAMES
 
+#: The largest count a search stores: budgets and population sizes end up in 32-bit INTEGER
+#: columns of the PostgreSQL store (``search.budget``), so a larger one is refused here, before
+#: it reaches the database.
+MAX_COUNT = 2 ** 31 - 1
+
 
 class ConfigError(InvalidValue):
     """A configuration value is out of range; the message names the field and the value."""
@@ -96,18 +101,22 @@ class EvolutionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.mutation_weights, dict):
             object.__setattr__(self, "mutation_weights", MutationWeights(**self.mutation_weights))
-        _check(_is_int(self.initial_population) and self.initial_population >= 1,
+        _check(_is_int(self.initial_population) and 1 <= self.initial_population <= MAX_COUNT,
                "initial_population", self.initial_population,
-               "an integer >= 1")
+               f"an integer in [1, {MAX_COUNT}]")
         _check(_is_int(self.population_size)
-               and self.population_size >= self.initial_population, "population_size",
-               self.population_size, f">= initial_population ({self.initial_population})")
-        _check(0 < self.tournament_fraction <= 1, "tournament_fraction",
+               and self.initial_population <= self.population_size <= MAX_COUNT,
+               "population_size", self.population_size,
+               f"an integer in [initial_population ({self.initial_population}), {MAX_COUNT}]")
+        _check(isinstance(self.tournament_fraction, numbers.Real)
+               and 0 < self.tournament_fraction <= 1, "tournament_fraction",
                self.tournament_fraction, "a fraction in (0, 1]")
-        _check(_is_int(self.budget) and self.budget >= 1, "budget", self.budget, "an integer >= 1")
+        _check(_is_int(self.budget) and 1 <= self.budget <= MAX_COUNT, "budget", self.budget,
+               f"an integer in [1, {MAX_COUNT}] (the store's budget column is a 32-bit "
+               f"integer)")
         _check(_is_int(self.tournament_min_size) and self.tournament_min_size >= 1,
                "tournament_min_size", self.tournament_min_size, "an integer >= 1")
-        _check(_is_int(self.max_mutation_tries) and self.max_mutation_tries >= 1,
+        _check(_is_int(self.max_mutation_tries) and 1 <= self.max_mutation_tries <= MAX_COUNT,
                "max_mutation_tries", self.max_mutation_tries,
                "an integer >= 1")
 

@@ -64,6 +64,15 @@ def quantize(grad: np.ndarray, digits: int, scheme: str = "elementwise") -> byte
     return mantissa.tobytes() + exponent.tobytes()
 
 
+def gradient(loss: torch.Tensor, wrt: torch.Tensor) -> np.ndarray:
+    """d ``loss`` / d ``wrt`` as an array; zeros where the loss does not depend on ``wrt``
+    (``y*y``, a constant: autograd refuses a loss that has no graph)."""
+    if not loss.requires_grad:
+        return np.zeros(tuple(wrt.shape))
+    (grad,) = torch.autograd.grad(loss, wrt, allow_unused=True)
+    return np.zeros(tuple(wrt.shape)) if grad is None else grad.numpy()
+
+
 def _gradients(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
                wrt_names: tuple[str, ...]) -> list[np.ndarray] | None:
     probe = {}
@@ -73,6 +82,10 @@ def _gradients(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
     loss = rejection_reduce(CompiledGraph(graph)(probe))
     if not torch.isfinite(loss):
         return None
+    if not loss.requires_grad:
+        # the loss does not depend on the prediction (``y*y``, a constant): its gradient is
+        # zero everywhere (autograd refuses a loss that has no graph)
+        return [np.zeros(tuple(probe[n].shape)) for n in wrt_names]
     grads = torch.autograd.grad(loss, [probe[n] for n in wrt_names], allow_unused=True)
     return [np.zeros(tuple(probe[n].shape)) if g is None else g.numpy()
             for n, g in zip(wrt_names, grads)]

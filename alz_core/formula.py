@@ -16,6 +16,10 @@ name can also be called as a function (``add(a, b)``, ``square(x)``, ``mean_c(yh
 
 Inputs: ``yhat`` (prediction), ``y`` (target), and for box regression ``i``, ``u``, ``e``
 (intersection, union, enclosing area). ``e`` is the enclosing area, not Euler's number.
+
+Limits: at most :data:`MAX_NESTING` levels of nesting and :data:`MAX_SIZE` operators (counted
+as the canonical text writes them out); longer text is a :class:`FormulaError`, never a
+``RecursionError``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ from .ops import OPS
 
 #: Deepest nesting of parentheses, function calls and unary minus signs the parser accepts.
 MAX_NESTING = 100
+#: Most operators a formula may have, counted as written out after lowering: ``x^n`` counts
+#: the squares and products it stands for, and a sub-expression used several times (the base of
+#: a power) counts at each use, as the canonical text spells it out. It bounds the canonical
+#: text (``((y^15)^15)^15`` ... grows fourfold per level) and the depth of every tree walk.
+MAX_SIZE = 256
 
 
 class FormulaError(InvalidValue):
@@ -106,6 +115,17 @@ class _Parser:
             return True
         return False
 
+    def checked(self, e: Expr, tok: _Tok | None = None) -> Expr:
+        """``e``, unless it has more than :data:`MAX_SIZE` operators (its size is kept on the
+        node, so this costs nothing per node)."""
+        if e.size() > MAX_SIZE:
+            raise FormulaError(self.text, (tok or self.toks[max(self.i - 1, 0)]).pos,
+                               f"expected at most {MAX_SIZE} operators (counted as written "
+                               f"out: x^n counts the squares and products it stands for, a "
+                               f"repeated sub-expression each time), found {e.size():,} "
+                               f"up to here")
+        return e
+
     def expect(self, sym: str, what: str | None = None) -> None:
         if not self.take(sym):
             raise self.error(what or repr(sym))
@@ -122,9 +142,9 @@ class _Parser:
         e = self.term()
         while True:
             if self.take("+"):
-                e = Expr.apply("add", e, self.term())
+                e = self.checked(Expr.apply("add", e, self.term()))
             elif self.take("-"):
-                e = Expr.apply("add", e, Expr.apply("neg", self.term()))
+                e = self.checked(Expr.apply("add", e, Expr.apply("neg", self.term())))
             else:
                 return e
 
@@ -132,9 +152,9 @@ class _Parser:
         e = self.unary()
         while True:
             if self.take("*"):
-                e = Expr.apply("mul", e, self.unary())
+                e = self.checked(Expr.apply("mul", e, self.unary()))
             elif self.take("/"):
-                e = Expr.apply("mul", e, Expr.apply("inv", self.unary()))
+                e = self.checked(Expr.apply("mul", e, Expr.apply("inv", self.unary())))
             else:
                 return e
 
@@ -159,7 +179,7 @@ class _Parser:
                 if not (nxt.kind == "sym" and nxt.text == "^"):
                     self.i += 1
                     return Expr.const(-self._number(tok))
-            return Expr.apply("neg", self.unary())
+            return self.checked(Expr.apply("neg", self.unary()))
         if self.tok.kind == "sym" and self.tok.text == "+":
             raise self.error("an operand (a unary '+' is not part of the syntax)")
         return self.power()
@@ -175,14 +195,14 @@ class _Parser:
         self.i += 1
         value = sign * self._number(tok)
         if value == 0.5:
-            return Expr.apply("sqrt", base)
+            return self.checked(Expr.apply("sqrt", base), tok)
         if not float(value).is_integer() or value == 0 or abs(value) > 16:
             raise FormulaError(self.text, tok.pos,
                                f"expected an integer exponent between -16 and 16 (not 0) "
                                f"or 0.5, found {value:g}")
         n = int(abs(value))
         e = _int_power(base, n)
-        return Expr.apply("inv", e) if value < 0 else e
+        return self.checked(Expr.apply("inv", e) if value < 0 else e, tok)
 
     def primary(self) -> Expr:
         tok = self.tok
@@ -211,7 +231,7 @@ class _Parser:
                                    f"operator {name!r} takes {spec.arity} argument(s), "
                                    f"found {len(args)}")
             self.expect(")", "')' or ','" if spec.arity > len(args) else "')'")
-            return Expr(name, tuple(args))
+            return self.checked(Expr(name, tuple(args)), tok)
         if self.take("("):
             e = self.expr()
             self.expect(")", "')'")

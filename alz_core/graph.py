@@ -24,7 +24,7 @@ from .ops import OPS
 
 
 class BranchKind(str, Enum):
-    """What a loss branch sees as inputs (DESIGN.md section 3)."""
+    """What a loss branch sees as inputs."""
 
     DENSE = "dense"  # yhat softmax probabilities, y one-hot target, (N, C, H, W)
     BOX = "box"  # i, u, e: intersection, union, enclosing area, (N, 1, 1, 1)
@@ -49,12 +49,17 @@ class BranchKind(str, Enum):
 INPUT_NAMES: tuple[str, ...] = ("yhat", "y", "i", "u", "e")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Expr:
     """An expression tree node: an operator applied to sub-trees, an input or a constant.
 
     ``op`` is an operator name from :data:`alz_core.ops.OPS`, ``"input"`` (``leaf`` holds the
     input name) or ``"const"`` (``leaf`` holds the float value).
+
+    A tree may share sub-trees (the parser builds ``x^15`` from one ``x`` used four times), so
+    its hash, size and depth are computed once per node and kept, and equality walks each pair
+    of nodes once: the cost is linear in the number of distinct nodes, never in the number of
+    root-to-leaf paths (which grows exponentially with shared levels).
     """
 
     op: str
@@ -81,11 +86,57 @@ class Expr:
 
     def size(self) -> int:
         """Number of operator nodes in the tree (shared sub-trees counted per use)."""
-        return 0 if self.is_leaf else 1 + sum(a.size() for a in self.args)
+        return _cached(self, "_size", lambda e, kids: (0 if e.is_leaf else 1) + sum(kids))
 
     def depth(self) -> int:
         """Operator levels on the longest root-to-leaf path; a leaf has depth 0."""
-        return 0 if self.is_leaf else 1 + max(a.depth() for a in self.args)
+        return _cached(self, "_depth", lambda e, kids: 0 if e.is_leaf else 1 + max(kids))
+
+    def __hash__(self) -> int:
+        return _cached(self, "_hash", lambda e, kids: hash((e.op, e.leaf, tuple(kids))))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Expr):
+            return NotImplemented
+        # each pair of nodes is compared once (shared sub-trees are met many times)
+        seen: set[tuple[int, int]] = set()
+        todo = [(self, other)]
+        while todo:
+            a, b = todo.pop()
+            if a is b or (id(a), id(b)) in seen:
+                continue
+            if (a.op != b.op or a.leaf != b.leaf or len(a.args) != len(b.args)
+                    or hash(a) != hash(b)):
+                return False
+            seen.add((id(a), id(b)))
+            todo.extend(zip(a.args, b.args))
+        return True
+
+    def __reduce__(self):  # noqa: ANN204 - pickle: the fields only (hashes differ per process)
+        return (Expr, (self.op, self.args, self.leaf))
+
+
+def _cached(root: Expr, attr: str, combine) -> int:  # noqa: ANN001 - (Expr, [int]) -> int
+    """``combine(node, [value of each argument])`` for ``root``, computed bottom-up without
+    recursion, once per distinct node, and kept on each node as ``attr``."""
+    value = root.__dict__.get(attr)
+    if value is not None:
+        return value
+    stack = [root]
+    while stack:
+        e = stack[-1]
+        if attr in e.__dict__:
+            stack.pop()
+            continue
+        missing = [a for a in e.args if attr not in a.__dict__]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        object.__setattr__(e, attr, combine(e, [a.__dict__[attr] for a in e.args]))
+    return root.__dict__[attr]
 
 
 @dataclass(frozen=True)
@@ -239,36 +290,54 @@ class LossGraph:
 
 
 def _to_expr(nodes: tuple[Node, ...], i: int, memo: dict[int, Expr]) -> Expr:
+    """The expression tree of node ``i`` (nodes refer only to earlier nodes: built in order,
+    each node once, without recursion)."""
     if i in memo:
         return memo[i]
-    n = nodes[i]
-    if n.op == "const":
-        e = Expr.const(float(n.leaf))  # type: ignore[arg-type]
-    elif n.op == "input":
-        e = Expr.input(str(n.leaf))
-    else:
-        e = Expr(n.op, tuple(_to_expr(nodes, a, memo) for a in n.args))
-    memo[i] = e
-    return e
+    for j in range(i + 1):
+        if j in memo:
+            continue
+        n = nodes[j]
+        if n.op == "const":
+            memo[j] = Expr.const(float(n.leaf))  # type: ignore[arg-type]
+        elif n.op == "input":
+            memo[j] = Expr.input(str(n.leaf))
+        else:
+            memo[j] = Expr(n.op, tuple(memo[a] for a in n.args))
+    return memo[i]
 
 
 def _canonical_nodes(expr: Expr) -> tuple[Node, ...]:
+    """The canonical node tuple of ``expr``: post-order from the output, arguments left to
+    right, identical sub-expressions shared. Each distinct tree object is visited once and no
+    recursion is used, so shared sub-trees (``x^15``) and deep chains cost linear time."""
     out: list[Node] = []
     index: dict[Node, int] = {}
-
-    def visit(e: Expr) -> int:
+    done: dict[int, int] = {}  # id(tree object) -> its node index
+    keep: list[Expr] = []  # the visited objects stay alive: their ids stay unique
+    stack = [expr]
+    while stack:
+        e = stack[-1]
+        if id(e) in done:
+            stack.pop()
+            continue
+        missing = [a for a in e.args if id(a) not in done]
+        if missing:
+            # reversed: the first argument is finished first (left-to-right post-order)
+            stack.extend(reversed(missing))
+            continue
+        stack.pop()
         if e.op == "input":
             node = Node("input", (), e.leaf)
         elif e.op == "const":
             node = Node("const", (), float(e.leaf))  # type: ignore[arg-type]
         else:
-            node = Node(e.op, tuple(visit(a) for a in e.args))
+            node = Node(e.op, tuple(done[id(a)] for a in e.args))
         if node not in index:
             index[node] = len(out)
             out.append(node)
-        return index[node]
-
-    visit(expr)
+        done[id(e)] = index[node]
+        keep.append(e)
     # The output must be last: move it there if it was first seen earlier (it never is, as
     # post-order appends a node after its arguments, but keep the invariant explicit).
     assert index[out[-1]] == len(out) - 1

@@ -66,7 +66,7 @@ from .det_metrics import (
     decode_deltas,
     nms_np,
 )
-from .equivalence import quantize
+from .equivalence import gradient, quantize
 from .evaluate import CompiledGraph, rejection_reduce
 from .graph import BranchKind, LossGraph
 from .rejection import (
@@ -487,9 +487,7 @@ class BoxRejectionProblem(ProblemVerdicts):
         loss = rejection_reduce(CompiledGraph(graph)(self.inputs_of(boxes)))
         if not torch.isfinite(loss):
             return None
-        (grad,) = torch.autograd.grad(loss, boxes, allow_unused=True)
-        q = quantize(np.zeros(tuple(boxes.shape)) if grad is None else grad.numpy(),
-                     self.config.fingerprint_digits,
+        q = quantize(gradient(loss, boxes), self.config.fingerprint_digits,
                      self.config.fingerprint_scheme)
         if q is None:
             return None

@@ -33,7 +33,7 @@ import torch
 
 from .config import RejectionConfig, ScoreMode
 from .data.coco_pose import COCO_SIGMAS, HeatmapSamples
-from .equivalence import quantize
+from .equivalence import gradient, quantize
 from .evaluate import CompiledGraph
 from .graph import BranchKind, LossGraph
 from .rejection import ProblemVerdicts, RejectionResult, StopReason
@@ -190,9 +190,7 @@ class HeatmapRejectionProblem(ProblemVerdicts):
         loss = self.masked_loss(CompiledGraph(graph)({"yhat": yhat, "y": self.targets.double()}))
         if not torch.isfinite(loss):
             return None
-        (grad,) = torch.autograd.grad(loss, yhat, allow_unused=True)
-        arr = np.zeros(tuple(yhat.shape)) if grad is None else grad.numpy()
-        q = quantize(arr, self.config.fingerprint_digits,
+        q = quantize(gradient(loss, yhat), self.config.fingerprint_digits,
                      self.config.fingerprint_scheme)
         if q is None:
             return None

@@ -23,8 +23,10 @@ from pathlib import Path
 from rich.console import Console
 
 from alz_core.config import ConfigError, RejectionConfig
+from alz_core.errors import InvalidValue, one_line
 from alz_core.formula import FormulaError
 
+from . import cli_args as A
 from .enums import FitnessKind, SearchStatus
 from .errors import (
     AlreadyExists,
@@ -35,8 +37,10 @@ from .errors import (
     TransientStoreError,
 )
 
-err_console = Console(stderr=True)
-out_console = Console(highlight=False)
+# markup off: search names, formulas, paths and errors are user text, printed literally
+# (``x[/]`` as markup is an error, ``[red]`` a style); styles come as rich Text objects
+err_console = Console(stderr=True, markup=False)
+out_console = Console(highlight=False, markup=False)
 
 
 class CLIError(Exception):
@@ -49,17 +53,50 @@ def _parse_formula(text: str):
     try:
         return LossGraph.parse(text)
     except FormulaError as exc:
-        raise CLIError(f"{exc} in {text!r}") from None
+        shown = text if len(text) <= 200 else f"{text[:160]}... ({len(text):,} characters)"
+        raise CLIError(f"{exc} in {shown!r}") from None
+
+
+# --- what reaches a terminal or a number column: never markup, never unchecked ---------------
+def _text(value: object, style: str = ""):  # noqa: ANN202 - a rich Text
+    """A string for a Rich table cell, title or line, printed literally: search names, formulas,
+    paths and errors come from users (or from a database older versions wrote), and ``x[/]`` as
+    markup would be an error, ``[red]`` a style."""
+    from rich.text import Text
+
+    return value if isinstance(value, Text) else Text(str(value), style=style)
+
+
+def _table(*headers: object, title: object | None = None):  # noqa: ANN202 - a rich Table
+    """A Rich table whose headers and title are literal text (see :func:`_text`); fill it with
+    :func:`_add_row`."""
+    from rich.table import Table
+
+    table = Table(title=None if title is None else _text(title))
+    for h in headers:
+        table.add_column(_text(h))  # a Text header (Table(*headers) takes str or Column)
+    return table
+
+
+def _add_row(table, *cells: object) -> None:  # noqa: ANN001 - a rich Table
+    table.add_row(*(_text(c) for c in cells))
 
 
 # --- alz check ---------------------------------------------------------------------------------
+#: ``alz check``'s ranges: the side of the samples in pixels (``--size 100000`` would need
+#: terabytes), B, and the SGD iterations
+CHECK_SIZES = (8, 512)
+CHECK_SAMPLES = (1, 16)
+CHECK_ITERATIONS = (1, 100_000)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from alz_core.display import simplified_text
     from alz_core.tasks.registry import TaskError, check_metric, get_task, rejection_problems
 
     try:
         task = get_task(args.task)
-        metric = check_metric(task, args.metric)
+        metric = check_metric(task, args.metric or task.metrics[0])
         branch = args.branch or next(iter(task.branches))
         if branch not in task.branches:
             raise TaskError(f"unknown branch {branch!r} for task {task.name!r}; expected one "
@@ -69,6 +106,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     except (TaskError, ConfigError) as exc:
         raise CLIError(str(exc)) from None
     graph = _parse_formula(args.formula)
+    kind = task.branches[branch]
+    unknown = sorted(set(graph.inputs) - set(kind.inputs))
+    if unknown:
+        raise CLIError(f"formula {graph.text!r} uses {', '.join(unknown)}: branch {branch!r} "
+                       f"of task {task.name!r} ({kind.value}) has the inputs "
+                       f"{', '.join(kind.inputs)}")
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise CLIError(f"--data-root {args.data_root}: not a directory")
     from alz_core.rejection import check, check_plain
@@ -77,8 +120,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             problem = rejection_problems(task.name, metric, config, args.data_root,
                                          size=args.size)[branch]
-        except (FileNotFoundError, ValueError) as exc:
-            raise CLIError(str(exc)) from None
+        except (OSError, ValueError) as exc:  # a missing, unreadable or corrupt file
+            raise CLIError(one_line(exc)) from None
         status.update(f"running the loss-rejection protocol ({config.iterations} iterations)")
         result = (check_plain if args.plain else check)(graph, problem)
         status.update("gradient fingerprint")
@@ -99,18 +142,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     score = "-" if result.score is None else f"{result.score:.4f}"
     after = "-" if result.metric_after is None else f"{result.metric_after:.4f}"
     colour = "green" if result.accepted else "red"
-    out_console.print(f"formula      {graph.text}")
-    out_console.print(f"simplified   {simplified_text(graph)}")
+    _print(f"formula      {graph.text}")
+    _print(f"simplified   {simplified_text(graph)}")
     where = task.name if len(task.branches) == 1 else f"{task.name} (branch {branch})"
-    out_console.print(f"task/metric  {where} / {metric}")
+    _print(f"task/metric  {where} / {metric}")
     reason = f" ({result.reason.value})" if result.reason else ""
-    out_console.print(f"verdict      [{colour}]{result.verdict.value}{reason}[/]  score {score}"
-                      f" vs eta {config.threshold} ({config.score_mode.value})")
-    out_console.print(f"metric       {result.metric_before:.4f} -> {after}")
-    out_console.print(f"fingerprint  {fingerprint or '- (gradient not finite)'}")
-    out_console.print(f"iterations   {result.iterations} ({result.stop.value}), "
-                      f"{result.seconds:.2f} s")
+    from rich.text import Text
+
+    out_console.print(Text.assemble("verdict      ", (f"{result.verdict.value}{reason}", colour),
+                                    f"  score {score} vs eta {config.threshold} "
+                                    f"({config.score_mode.value})"))
+    _print(f"metric       {result.metric_before:.4f} -> {after}")
+    _print(f"fingerprint  {fingerprint or '- (gradient not finite)'}")
+    _print(f"iterations   {result.iterations} ({result.stop.value}), {result.seconds:.2f} s")
     return 0
+
+
+def _print(text: str) -> None:
+    """Human output that may wrap on a terminal, printed literally (never as markup)."""
+    out_console.print(text, markup=False, highlight=False)
 
 
 # --- alz formula / catalogue -------------------------------------------------------------------
@@ -127,7 +177,7 @@ def cmd_formula(args: argparse.Namespace) -> int:
     else:
         for k in ("canonical", "simplified", "latex", "size", "depth", "inputs",
                   "structural_hash"):
-            out_console.print(f"{k:<16}{info[k]}")
+            _print(f"{k:<16}{info[k]}")
     return 0
 
 
@@ -144,12 +194,10 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    from rich.table import Table
-
-    table = Table("name", "task", "metric", "branch", "formula", "source", "valid")
+    table = _table("name", "task", "metric", "branch", "formula", "source", "valid")
     for r in rows:
-        table.add_row(r["name"], r["task"], r["metric"] or "-", r["branch"], r["formula"],
-                      r["source"], "yes" if r["valid"] else "[red]no[/]")
+        _add_row(table, r["name"], r["task"], r["metric"] or "-", r["branch"], r["formula"],
+                 r["source"], "yes" if r["valid"] else _text("no", "red"))
     out_console.print(table)
     return 0
 
@@ -205,8 +253,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def evaluate(cand):
         return task.run(cand.graphs, metric, work / "proxy", seed=args.seed).fitness
 
-    columns = (TextColumn("[bold]search[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("evaluations"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    columns = (TextColumn("search", style="bold"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("evaluations"), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}", markup=False))
     history = []
     with Progress(*columns, console=err_console) as progress:
         bar = progress.add_task("search", total=evo.budget, info="")
@@ -229,8 +278,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       f"{stats['checked']} rejection checks ({stats['rejected']} rejected)")
     for rank, ind in enumerate(ranked[:5], 1):
         g = ind.candidate.branches[0][1]
-        out_console.print(f"#{rank}  {metric} {ind.fitness:.4f}  {g.text}   "
-                          f"[dim]({simplified_text(g)})[/]")
+        from rich.text import Text
+
+        out_console.print(Text.assemble(f"#{rank}  {metric} {ind.fitness:.4f}  {g.text}   ",
+                                        (f"({simplified_text(g)})", "dim")))
     if ranked:
         out_console.print(f"best loss: {ranked[0].candidate.text}")
     return 0
@@ -348,7 +399,7 @@ def _when(value) -> str:  # noqa: ANN001 - datetime | None
 
 def _candidate_ref(text: str) -> int:
     ref = text.strip()
-    if not ref.isdigit() or int(ref) < 1:
+    if not (ref.isascii() and ref.isdigit()) or not 1 <= int(ref) <= A.MAX_INTEGER:
         raise CLIError(f"candidate {text!r} is invalid: expected a candidate id (a positive "
                        f"integer)")
     return int(ref)
@@ -589,12 +640,10 @@ def cmd_search_list(args: argparse.Namespace) -> int:
     if not rows:
         _say("no searches yet: create one with `alz search create NAME`")
         return 0
-    from rich.table import Table
-
-    table = Table("id", "name", "task", "metric", "status", "done", "candidates", "rejected",
-                  "best", "created")
+    table = _table("id", "name", "task", "metric", "status", "done", "candidates", "rejected",
+                   "best", "created")
     for r in rows:
-        table.add_row(str(r.id), r.name, r.task, r.metric, r.status.value,
+        _add_row(table, str(r.id), r.name, r.task, r.metric, r.status.value,
                       f"{r.evaluations_done}/{r.budget}", str(r.candidates),
                       _rate(r.rejection_rate), _fmt(r.best_fitness),
                       "-" if r.created_at is None else r.created_at.strftime("%m-%d %H:%M"))
@@ -937,8 +986,9 @@ def cmd_search_run(args: argparse.Namespace) -> int:
             if p.pid is None:
                 p.start()
 
-    columns = (TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("evaluations"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    columns = (TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+               MofNCompleteColumn(), TextColumn("evaluations"), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}", markup=False))
     outcome = "finished"
     try:
         with Progress(*columns, console=err_console) as progress:
@@ -958,7 +1008,7 @@ def cmd_search_run(args: argparse.Namespace) -> int:
                     unreachable_since = unreachable_since or now
                     if now - unreachable_since > 60:
                         raise CLIError(f"lost the database for a minute: {exc}") from None
-                    progress.update(bar, info="[yellow]database unreachable, retrying[/]")
+                    progress.update(bar, info="database unreachable, retrying")
                     time.sleep(POLL_SECONDS)
                     continue
                 ev = state["evaluations"]
@@ -1105,19 +1155,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         more = "" if d["equivalents_count"] <= len(d["equivalents"]) else ", ..."
         p(f"equivalents   {d['equivalents_count']}: "
           f"{', '.join(map(str, d['equivalents']))}{more}")
-    from rich.table import Table
-
     if d["rejections"]:
-        t = Table("branch", "verdict", "reason", "before", "after", "score", "iters", "stop",
+        t = _table("branch", "verdict", "reason", "before", "after", "score", "iters", "stop",
                   "s", title="loss rejection")
         for r in d["rejections"]:
-            t.add_row(r["branch"], r["verdict"], r["reason"] or "-", _fmt(r["metric_before"]),
+            _add_row(t, r["branch"], r["verdict"], r["reason"] or "-", _fmt(r["metric_before"]),
                       _fmt(r["metric_after"]), _fmt(r["score"]), str(r["iterations"]),
                       r["stop"], f"{r['seconds']:.2f}")
         out_console.print(t)
     if d["evaluations"]:
-        t = Table("id", "kind", "status", "attempts", "worker", "fitness", "seconds", "metrics",
-                  title="evaluations")
+        t = _table("id", "kind", "status", "attempts", "worker", "fitness", "seconds", "metrics",
+                   title="evaluations")
         for e in d["evaluations"]:
             shown = {k: v for k, v in (e["metrics"] or {}).items() if k != "seeds"}
             metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -1128,7 +1176,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     f"{x['seed']} " + ("diverged" if x["diverged"] else f"{x['fitness']:.4f}")
                     for x in seeds)
             status = e["status"] + (f" ({e['error']})" if e["error"] else "")
-            t.add_row(str(e["id"]), e["kind"], status, str(e["attempts"]),
+            _add_row(t, str(e["id"]), e["kind"], status, str(e["attempts"]),
                       str(e["worker_id"] or "-"),
                       "diverged" if e["fitness_kind"] == "diverged" else _fmt(e["fitness"]),
                       _fmt(e["seconds"], 1), metrics or "-")
@@ -1151,12 +1199,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not rows:
         _say(f"search {info.id} {info.name!r} has no evaluated candidate yet")
         return 0
-    from rich.table import Table
-
-    table = Table("rank", "candidate", info.metric, "generation", "mutation", "parent",
-                  "formula", title=f"search {info.id} {info.name}")
+    table = _table("rank", "candidate", info.metric, "generation", "mutation", "parent",
+                   "formula", title=f"search {info.id} {info.name}")
     for e in rows:
-        table.add_row(str(e.rank), str(e.candidate_id),
+        _add_row(table, str(e.rank), str(e.candidate_id),
                       "diverged" if e.fitness is None else f"{e.fitness:.4f}",
                       str(e.generation), e.mutation.value, str(e.parent_id or "-"), e.formula)
     out_console.print(table)
@@ -1247,8 +1293,8 @@ def _add_data_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers act
     p.add_argument("root", help="the dataset's root folder")
     p.add_argument("--task", default="seg", help="seg | det | ins | pose (default: seg)")
     add_config_options(p, default="tiny", what="the searches on this dataset")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    p.add_argument("--eval-count", type=int, default=None,
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the split (default 0)")
+    p.add_argument("--eval-count", type=A.count, default=None,
                    help="images held out for evaluation (default: the paper's 1500 for seg, "
                    "5000 for det/ins/pose where the training split has 5x as many; else 20%%)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -1270,15 +1316,16 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     c.add_argument("name", help="a unique name (not a number)")
     c.add_argument("--task", default="seg", help="task (default: seg)")
     c.add_argument("--metric", default="miou", help="target metric (default: miou)")
-    c.add_argument("--budget", type=int, default=None,
+    c.add_argument("--budget", type=A.count, default=None,
                    help="proxy evaluations (default 500, the seed's)")
-    c.add_argument("--initial", type=int, default=None, help="initial population K (default 20)")
-    c.add_argument("--population", type=int, default=None,
+    c.add_argument("--initial", type=A.count, default=None,
+                   help="initial population K (default 20)")
+    c.add_argument("--population", type=A.count, default=None,
                    help="population size P (default 2500)")
-    c.add_argument("--tournament", type=float, default=None,
+    c.add_argument("--tournament", type=A.fraction, default=None,
                    help="tournament fraction T (default 0.05)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
-    c.add_argument("--proxy-iters", type=int, default=None,
+    c.add_argument("--seed", type=A.seed, default=0, help="seed of the search (default 0)")
+    c.add_argument("--proxy-iters", type=A.count, default=None,
                    help="training iterations per proxy run (default: the task config's)")
     c.add_argument("--rungs", metavar="FRACTIONS",
                    help="multi-fidelity: train each new candidate first on these fractions of "
@@ -1288,7 +1335,7 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     c.add_argument("--promote", metavar="FRACTION",
                    help="with --rungs: the fraction of each rung's results that continues "
                    "(default 1/3)")
-    c.add_argument("--proxy-seeds", type=int, default=1,
+    c.add_argument("--proxy-seeds", type=A.count, default=1,
                    help="train each candidate with N seeds (the search's seed and the next "
                    "N - 1); its fitness is their mean, each seed's run is kept (default 1)")
     add_config_options(c, default="tiny")
@@ -1338,7 +1385,7 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     r = ssub.add_parser("run", help="mark a search running, start local worker processes and "
                         "show its progress until it finishes; Ctrl-C stops the local workers")
     r.add_argument("search", help="search id or name")
-    r.add_argument("--procs", type=int, default=1,
+    r.add_argument("--procs", type=A.procs_or_zero, default=1,
                    help="local CPU worker processes (default 1; 0: only start the search and "
                    "watch workers running elsewhere)")
     _db_options(r)
@@ -1352,7 +1399,7 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
 
     lb = sub.add_parser("leaderboard", help="the best evaluated candidates of a search")
     lb.add_argument("search", help="search id or name")
-    lb.add_argument("--limit", type=int, default=20, help="rows (default 20)")
+    lb.add_argument("--limit", type=A.count, default=20, help="rows (default 20)")
     _db_options(lb)
     lb.set_defaults(func=cmd_leaderboard)
 
@@ -1384,15 +1431,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-root", type=Path, default=None,
                    help="VOC-layout dataset to take the samples from (default: the built-in "
                    "synthetic scenes)")
-    c.add_argument("--samples", type=int, default=5, help="B, number of samples (default 5)")
+    c.add_argument("--samples", type=A.Integer(*CHECK_SAMPLES), default=5,
+                   help="B, number of samples (default 5)")
     c.add_argument("--branch", default=None,
                    help="branch of a multi-branch task (default: the task's first branch)")
-    c.add_argument("--size", type=int, default=None,
+    c.add_argument("--size", type=A.Integer(*CHECK_SIZES), default=None,
                    help="sample size in pixels (default: the task's, 64 for seg)")
-    c.add_argument("--iterations", type=int, default=500, help="SGD iterations (default 500)")
-    c.add_argument("--eta", type=float, default=0.6, help="rejection threshold (default 0.6)")
+    c.add_argument("--iterations", type=A.Integer(*CHECK_ITERATIONS), default=500,
+                   help="SGD iterations (default 500)")
+    c.add_argument("--eta", type=A.real, default=0.6, help="rejection threshold (default 0.6)")
     c.add_argument("--score-mode", default="absolute", help="absolute | gain")
-    c.add_argument("--seed", type=int, default=0, help="seed of the samples and start")
+    c.add_argument("--seed", type=A.seed, default=0, help="seed of the samples and start")
     c.add_argument("--plain", action="store_true",
                    help="use the plain reference loop instead of the engine")
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -1412,12 +1461,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run a small search in this process on the built-in CPU "
                        "segmentation task (no database) and print the best losses")
     d.add_argument("--metric", default="miou")
-    d.add_argument("--budget", type=int, default=12, help="proxy evaluations (default 12)")
-    d.add_argument("--initial", type=int, default=6, help="initial population K (default 6)")
-    d.add_argument("--population", type=int, default=2500, help="population size P")
-    d.add_argument("--proxy-iters", type=int, default=None,
+    d.add_argument("--budget", type=A.count, default=12, help="proxy evaluations (default 12)")
+    d.add_argument("--initial", type=A.count, default=6, help="initial population K (default 6)")
+    d.add_argument("--population", type=A.count, default=2500, help="population size P")
+    d.add_argument("--proxy-iters", type=A.count, default=None,
                    help="training iterations per proxy run (default: the tiny config's)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=A.seed, default=0)
     d.add_argument("--data-dir", default=".alz/data", help="where the synthetic data is written")
     d.set_defaults(func=cmd_demo)
 
@@ -1449,9 +1498,15 @@ def _protect_formulas(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    problem = A.utf8_problem(argv)
+    if problem is not None:
+        err_console.print(f"error: {problem}", markup=False, highlight=False,
+                          soft_wrap=True)
+        return 2
     parser = build_parser()
     try:
-        args = parser.parse_args(_protect_formulas(list(sys.argv[1:] if argv is None else argv)))
+        args = parser.parse_args(_protect_formulas(argv))
     except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
         return exc.code if isinstance(exc.code, int) else 0
     from alz_core.tasks.base import quiet_openmmlab_warnings
@@ -1468,9 +1523,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         user = (InvalidInput, NotFound, AlreadyExists, DatabaseUnavailable)
         return 2 if isinstance(exc, user) else 1
+    except InvalidValue as exc:  # a bad formula, config, task, dataset: the user's input
+        err_console.print(f"error: {one_line(exc)}", markup=False, highlight=False,
+                          soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("ALZ_DEBUG"):
+            raise
+        err_console.print(f"error: internal error, {type(exc).__name__}: {one_line(exc)} "
+                          f"(ALZ_DEBUG=1 shows the traceback)", markup=False, highlight=False,
+                          soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

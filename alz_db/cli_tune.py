@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cli_args as A
 from .cli import (
     CLIError,
+    _add_row,
     _candidate_ref,
     _cfg_options,
     _database_url,
@@ -33,6 +35,7 @@ from .cli import (
     _open,
     _say,
     _setup_task,
+    _table,
     _unit_of_work,
     add_config_options,
     err_console,
@@ -52,9 +55,10 @@ def _progress(*fields: str):  # noqa: ANN202 - a rich Progress
     )
 
     # off a terminal (a log file, a pipe) there is no bar: only the result lines
-    return Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=err_console,
+    return Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
+                    console=err_console,
                     disable=not err_console.is_terminal)
 
 
@@ -100,7 +104,7 @@ def _launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", default=None, metavar="LIST",
                    help="train under torch.distributed, one process per listed GPU (NCCL), "
                    "each with the config's per-GPU batch (e.g. 0,1,2,3)")
-    p.add_argument("--nproc", type=int, default=None,
+    p.add_argument("--nproc", type=A.procs, default=None,
                    help="train under torch.distributed with N CPU processes (gloo)")
 
 
@@ -232,13 +236,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                       "params": t.params, "intermediate": t.intermediate,
                                       "user_attrs": t.user_attrs} for t in trials]}))
     else:
-        from rich.table import Table
-
-        table = Table("trial", "state", "value", "lr_scale", "loss_weight", "warmup_ratio",
-                      "reports", "worker", title=f"study {outcome.study.study_name}")
+        table = _table("trial", "state", "value", "lr_scale", "loss_weight", "warmup_ratio",
+                       "reports", "worker", title=f"study {outcome.study.study_name}")
         for t in trials:
             p = t.params
-            table.add_row(str(t.number), t.state, _fmt(t.value), _fmt(p.get("lr_scale"), 3),
+            _add_row(table, str(t.number), t.state, _fmt(t.value), _fmt(p.get("lr_scale"), 3),
                           _fmt(p.get("loss_weight"), 3), _fmt(p.get("warmup_ratio"), 3),
                           str(len(t.intermediate)), str(t.user_attrs.get("worker", "-")))
         out_console.print(table)
@@ -611,6 +613,15 @@ def cmd_noise(args: argparse.Namespace) -> int:
 
 
 # --- alz report -----------------------------------------------------------------------------------
+def default_report_dir(search_id: int, name: str) -> Path:
+    """``report-ID-NAME`` in the current folder, the name reduced to letters, digits and
+    ``. _ -`` (a stored name never becomes a path: ``../x`` or ``/etc`` stay one folder here)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "search"
+    return Path(f"report-{search_id}-{safe[:80]}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -620,15 +631,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         p = Path(args.ablation)
         try:
             ablation = json.loads(p.read_text())
-            if not {"config", "traces", "task", "metric"} <= set(ablation):
-                raise ValueError("not an ablation result")
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"--ablation {args.ablation}: {exc}") from None
+            if not isinstance(ablation, dict) or not {"config", "traces", "task",
+                                                      "metric"} <= set(ablation):
+                raise ValueError("not an ablation result (expected alz ablation's JSON)")
+            from alz_core.ablation import AblationResult
+
+            AblationResult.from_json(ablation).summary()  # every field of the right type
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            from alz_core.errors import one_line
+
+            raise CLIError(f"--ablation {args.ablation}: {type(exc).__name__}: "
+                           f"{one_line(exc)}") from None
     with _unit_of_work(args) as s:
         from .searches import get_search
 
         info = get_search(s, args.search)
-        out = Path(args.out or f"report-{info.name}")
+        out = Path(args.out) if args.out else default_report_dir(info.id, info.name)
         with err_console.status("rendering the report", spinner="dots"):
             path = write_report(s, info.id, out, top=args.top, ablation=ablation)
     if args.json:
@@ -707,13 +725,11 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"experiment_id": experiment_id, **result}))
         return 0
-    from rich.table import Table
-
-    table = Table("loss", "formula", f"{info.metric} mean ± std", "min – max", "runs",
-                  "diverged", title=f"search {info.id} {info.name}: seeds {seeds}, "
-                  f"{args.max_iters or 'config'} iterations")
+    table = _table("loss", "formula", f"{info.metric} mean ± std", "min – max", "runs",
+                   "diverged", title=f"search {info.id} {info.name}: seeds {seeds}, "
+                   f"{args.max_iters or 'config'} iterations")
     for r in result["rows"]:
-        table.add_row(r["name"], r["formula"], f"{_fmt(r['mean'])} ± {_fmt(r['std'])}",
+        _add_row(table, r["name"], r["formula"], f"{_fmt(r['mean'])} ± {_fmt(r['std'])}",
                       f"{_fmt(r['min'])} – {_fmt(r['max'])}", str(len(r["runs"])),
                       str(r["diverged"]))
     out_console.print(table)
@@ -727,7 +743,7 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=".alz/data",
                    help="where the synthetic dataset and temporary runs live")
-    p.add_argument("--torch-threads", type=int, default=None,
+    p.add_argument("--torch-threads", type=A.threads, default=None,
                    help="torch intra-op threads (default: torch's; 1 per process is best on a "
                    "shared CPU)")
 
@@ -739,16 +755,16 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     r.add_argument("candidate", help="candidate id")
     add_config_options(r, default="retrain, the paper's schedule; it needs the real dataset "
                        "and a GPU", what="the re-training")
-    r.add_argument("--max-iters", type=int, default=None,
+    r.add_argument("--max-iters", type=A.count, default=None,
                    help="training iterations (iteration-based configs; e.g. for a CPU run)")
-    r.add_argument("--seed", type=int, default=None, help="seed (default: the search's)")
-    r.add_argument("--val-interval", type=int, default=None,
+    r.add_argument("--seed", type=A.seed, default=None, help="seed (default: the search's)")
+    r.add_argument("--val-interval", type=A.count, default=None,
                    help="validate every N iterations (the curve goes into the metrics)")
     r.add_argument("--no-tuned", action="store_true",
                    help="ignore the candidate's tuned settings (default: use them if present)")
-    r.add_argument("--lr-scale", type=float, default=None, help="learning-rate multiplier")
-    r.add_argument("--loss-weight", type=float, default=None, help="loss-weight multiplier")
-    r.add_argument("--warmup-ratio", type=float, default=None,
+    r.add_argument("--lr-scale", type=A.positive, default=None, help="learning-rate multiplier")
+    r.add_argument("--loss-weight", type=A.positive, default=None, help="loss-weight multiplier")
+    r.add_argument("--warmup-ratio", type=A.Number(0.0, 1.0), default=None,
                    help="linear warm-up, fraction of the schedule")
     r.add_argument("--data-root", default=None,
                    help="dataset root (default: the search's, else the synthetic one)")
@@ -760,21 +776,21 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     t = sub.add_parser("tune", help="tune a candidate's re-training settings (lr, loss weight, "
                        "warm-up) with Optuna on the proxy task; the study is in the database")
     t.add_argument("candidate", help="candidate id")
-    t.add_argument("--trials", type=int, default=20, help="trials of the whole study "
+    t.add_argument("--trials", type=A.count, default=20, help="trials of the whole study "
                    "(default 20)")
-    t.add_argument("--workers", type=int, default=1,
+    t.add_argument("--workers", type=A.procs_or_zero, default=1,
                    help="local worker processes (default 1); run the command on other nodes "
                    "to add workers to the same study")
-    t.add_argument("--proxy-iters", type=int, default=None,
+    t.add_argument("--proxy-iters", type=A.count, default=None,
                    help="training iterations per trial (default: the search's proxy schedule)")
     add_config_options(t, default="the search's, with its overrides",
                        what="each trial (it trains on the search split, as a proxy run)")
-    t.add_argument("--report-every", type=int, default=25,
+    t.add_argument("--report-every", type=A.count, default=25,
                    help="validate and report the metric every N iterations (default 25)")
     t.add_argument("--pruner", default="median", help="median (default) | threshold | none")
-    t.add_argument("--prune-startup", type=int, default=3,
+    t.add_argument("--prune-startup", type=A.count_or_zero, default=3,
                    help="finished trials before the median pruner prunes (default 3)")
-    t.add_argument("--prune-below", type=float, default=None,
+    t.add_argument("--prune-below", type=A.real, default=None,
                    help="threshold pruner: prune when the metric is below this")
     t.add_argument("--lr-scale", dest="lr_scale_range", default=None,
                    help="LOW,HIGH of the learning-rate multiplier (default 0.1,10; log scale)")
@@ -784,7 +800,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                    help="LOW,HIGH of the warm-up fraction (default 0,0.2)")
     t.add_argument("--study", default=None,
                    help="study name (default alz-candidate-ID; the same name resumes it)")
-    t.add_argument("--seed", type=int, default=0, help="sampler seed (worker k: seed + k)")
+    t.add_argument("--seed", type=A.seed, default=0, help="sampler seed (worker k: seed + k)")
     t.add_argument("--gpus", default=None, metavar="LIST",
                    help="one tuning worker per listed GPU, trials side by side (--workers is "
                    "then ignored)")
@@ -797,18 +813,18 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                        "same seeds, at an equal number of proxy evaluations or equal compute")
     a.add_argument("--task", default="seg")
     a.add_argument("--metric", default="miou")
-    a.add_argument("--budget", type=int, default=20,
+    a.add_argument("--budget", type=A.count, default=20,
                    help="proxy evaluations per arm and seed (default 20)")
     a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    a.add_argument("--initial", type=int, default=5,
+    a.add_argument("--initial", type=A.count, default=5,
                    help="initial population K of the evolution arms (default 5)")
-    a.add_argument("--tournament", type=float, default=0.25,
+    a.add_argument("--tournament", type=A.fraction, default=0.25,
                    help="tournament fraction T (default 0.25: small populations)")
     a.add_argument("--arms", default=None,
                    help="comma-separated subset of random, evolution, evolution+rejection, "
                    "evolution+rejection+equivalence, evolution+rejection+equivalence+rungs "
                    "(default: all five)")
-    a.add_argument("--compute-budget", type=float, default=None, metavar="SECONDS",
+    a.add_argument("--compute-budget", type=A.positive, default=None, metavar="SECONDS",
                    help="equal compute: stop every arm once this many seconds of compute "
                    "(proxy runs, rejection checks, fingerprints) were charged to it; --budget "
                    "is then only a cap on proxy evaluations")
@@ -817,9 +833,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                    "default 1/9,1/3,1)")
     a.add_argument("--promote", default="1/3",
                    help="the fraction of each rung that continues (default 1/3)")
-    a.add_argument("--proxy-iters", type=int, default=None,
+    a.add_argument("--proxy-iters", type=A.count, default=None,
                    help="training iterations per proxy run (default: the config's)")
-    a.add_argument("--procs", type=int, default=1,
+    a.add_argument("--procs", type=A.procs, default=1,
                    help="processes (one seed at a time each; default 1)")
     a.add_argument("--out", default="ablation", help="output directory (default ./ablation)")
     a.add_argument("--name", default=None, help="name of the stored study")
@@ -845,9 +861,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
                    "formula (single-branch tasks)")
     n.add_argument("--seeds", default="0,1,2,3,4",
                    help="comma-separated training seeds (default 0,1,2,3,4)")
-    n.add_argument("--proxy-iters", type=int, default=None,
+    n.add_argument("--proxy-iters", type=A.count, default=None,
                    help="training iterations per run (default: the search's proxy schedule)")
-    n.add_argument("--procs", type=int, default=1,
+    n.add_argument("--procs", type=A.procs, default=1,
                    help="processes, one seed at a time each, one torch thread each when more "
                    "than one (default 1)")
     n.add_argument("--data-dir", default=".alz/data", help="where the synthetic data lives")
@@ -858,7 +874,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     p = sub.add_parser("report", help="write a self-contained HTML report of a search")
     p.add_argument("search", help="search id or name")
     p.add_argument("--out", default=None, help="output directory (default report-NAME)")
-    p.add_argument("--top", type=int, default=5, help="top losses shown (default 5)")
+    p.add_argument("--top", type=A.count, default=5, help="top losses shown (default 5)")
     p.add_argument("--ablation", default=None,
                    help="an ablation.json to show (default: the newest stored ablation of the "
                    "search's task and metric)")
@@ -871,7 +887,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     b.add_argument("--candidate", default=None, help="candidate id (default: the search's best)")
     b.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     add_config_options(b, default="retrain", what="the re-trainings")
-    b.add_argument("--max-iters", type=int, default=None, help="training iterations")
+    b.add_argument("--max-iters", type=A.count, default=None, help="training iterations")
     b.add_argument("--tuned", action="store_true",
                    help="train every loss with the candidate's tuned settings")
     b.add_argument("--out", default=None, help="also write baselines.json here")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from . import cli_args as A
 from .cli import CLIError, _open, _say, err_console
 from .errors import PermissionDenied
 
@@ -182,7 +183,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's sub-parsers action
     p.add_argument("--database-url", default=None, metavar="URL",
                    help="postgresql://user@host:port/database of the owner, used to create "
                    "the read-only role (default: $ALZ_DATABASE_URL, else the embedded server)")
-    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--port", type=A.port, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for every "
                    "interface)")

@@ -295,6 +295,48 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset
     return "\n".join(out)
 
 
+def _efficiency_section(ablation: Mapping[str, Any], out: Path) -> str:
+    """The ablation study's figure (``out/ablation.png``) and table; every field comes from a
+    file or a row anyone may have written, so each is escaped."""
+    from alz_core.ablation import AblationResult, plot_ablation
+
+    chunks: list[str] = []
+    result = AblationResult.from_json(ablation)
+    plot_ablation(result, out / "ablation.png")
+    chunks.append(_img((out / "ablation.png").read_bytes(), "ablation"))
+    cfg = result.config
+    exp = ablation.get("_experiment")
+    where = f" (stored study {_e(exp['id'])} {_e(exp['name'])})" if exp else ""
+    budget = (f"equal compute: {_e(cfg.compute_budget)} s charged to each (at most "
+              f"{_e(cfg.budget)} proxy evaluations)" if cfg.compute_budget else
+              f"budget {_e(cfg.budget)} proxy evaluations each (full-proxy equivalents "
+              f"for the arm with rungs)")
+    chunks.append(f"<p>{len(result.arms)} arms x {len(cfg.seeds)} seeds, {budget}; "
+                  f"best fitness against proxy evaluations and against the compute "
+                  f"charged (proxy runs, rejection checks, fingerprints), "
+                  f"K={_e(cfg.initial_population)}, "
+                  f"T={_e(cfg.tournament_fraction)}{where}; settings "
+                  f"{_e(result.settings)}.</p>")
+
+    def wins(w: Any) -> str:
+        return "-" if w is None else _e(f"{w['wins']} / {w['ties']} / {w['losses']}")
+
+    chunks.append(_table(
+        ["arm", "best (mean ± std)", "min – max", "wins / ties / losses vs the arm before",
+         "compute charged (mean s)", "full-proxy runs", "best at half budget",
+         "diverged", "rejected", "reused", "losses explored / h"],
+        [[_e(x["label"]), f"{_f(x['best_mean'])} ± {_f(x['best_std'])}",
+          f"{_f(x['best_min'])} – {_f(x['best_max'])}", wins(x.get("wins_over_previous")),
+          _f(x.get("charged_seconds_mean"), 0), _e(x.get("full_proxy_evaluations", "-")),
+          _f(x["best_at_half_mean"]),
+          "-" if x["diverged_fraction"] is None else f"{x['diverged_fraction']:.0%}",
+          "-" if x["rejection_rate"] is None else f"{x['rejection_rate']:.0%}",
+          _e(x["reused"]),
+          "-" if x["explored_per_hour"] is None else f"{x['explored_per_hour']:.0f}"]
+         for x in result.summary()], numeric={1, 2, 4, 5, 6, 7, 8, 9, 10}))
+    return "\n".join(chunks)
+
+
 def render_report(data: ReportData, out_dir: str | Path) -> Path:
     """Write ``report.html`` (self-contained) and the PNG figures into ``out_dir``; return the
     HTML path."""
@@ -394,40 +436,7 @@ def render_report(data: ReportData, out_dir: str | Path) -> Path:
                      f"yet: run <code>alz ablation --task {_e(s.task)} --metric "
                      f"{_e(s.metric)}</code>.</p>")
     else:
-        from alz_core.ablation import AblationResult, plot_ablation
-
-        result = AblationResult.from_json(data.ablation)
-        plot_ablation(result, out / "ablation.png")
-        parts.append(_img((out / "ablation.png").read_bytes(), "ablation"))
-        cfg = result.config
-        exp = data.ablation.get("_experiment")
-        where = f" (stored study {exp['id']} {_e(exp['name'])})" if exp else ""
-        budget = (f"equal compute: {cfg.compute_budget:g} s charged to each (at most "
-                  f"{cfg.budget} proxy evaluations)" if cfg.compute_budget else
-                  f"budget {cfg.budget} proxy evaluations each (full-proxy equivalents for "
-                  f"the arm with rungs)")
-        parts.append(f"<p>{len(result.arms)} arms x {len(cfg.seeds)} seeds, {budget}; "
-                     f"best fitness against proxy evaluations and against the compute "
-                     f"charged (proxy runs, rejection checks, fingerprints), "
-                     f"K={cfg.initial_population}, "
-                     f"T={cfg.tournament_fraction}{where}; settings "
-                     f"{_e(result.settings)}.</p>")
-        def wins(w: Any) -> str:
-            return "-" if w is None else f"{w['wins']} / {w['ties']} / {w['losses']}"
-
-        parts.append(_table(
-            ["arm", "best (mean ± std)", "min – max", "wins / ties / losses vs the arm before",
-             "compute charged (mean s)", "full-proxy runs", "best at half budget",
-             "diverged", "rejected", "reused", "losses explored / h"],
-            [[_e(x["label"]), f"{_f(x['best_mean'])} ± {_f(x['best_std'])}",
-              f"{_f(x['best_min'])} – {_f(x['best_max'])}", wins(x.get("wins_over_previous")),
-              _f(x.get("charged_seconds_mean"), 0), str(x.get("full_proxy_evaluations", "-")),
-              _f(x["best_at_half_mean"]),
-              "-" if x["diverged_fraction"] is None else f"{x['diverged_fraction']:.0%}",
-              "-" if x["rejection_rate"] is None else f"{x['rejection_rate']:.0%}",
-              str(x["reused"]),
-              "-" if x["explored_per_hour"] is None else f"{x['explored_per_hour']:.0f}"]
-             for x in result.summary()], numeric={1, 2, 4, 5, 6, 7, 8, 9, 10}))
+        parts.append(_efficiency_section(data.ablation, out))
     # baselines
     parts.append('<h2 id="baselines">Baselines</h2>')
     b = data.baselines

@@ -162,14 +162,20 @@ def _where(ref: int | str):  # noqa: ANN202 - a SQL expression
     if isinstance(ref, int):
         return Search.id == ref
     if isinstance(ref, str) and ref.strip().isdigit():
-        return Search.id == int(ref.strip())
+        t = ref.strip()
+        # '²' and '٣' are digits to str.isdigit, but no id; an id is a BIGINT
+        if not t.isascii() or int(t) > 2 ** 63 - 1:
+            raise InvalidInput(f"search {ref!r} is invalid: expected an id (ASCII digits, at "
+                               f"most 2**63 - 1) or a name")
+        return Search.id == int(t)
     if isinstance(ref, str):
         return Search.name == ref.strip()
     raise InvalidInput(f"search {ref!r} is invalid: expected an id or a name")
 
 
 def _describe(ref: int | str) -> str:
-    return f"search {ref}" if isinstance(ref, int) or str(ref).isdigit() else f"search {ref!r}"
+    return (f"search {ref}" if isinstance(ref, int) or (str(ref).isascii() and str(ref).isdigit())
+            else f"search {ref!r}")
 
 
 def get_search(session: Session, ref: int | str) -> SearchInfo:

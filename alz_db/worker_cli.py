@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from . import cli_args as A
 from .engine import check_database, display_url, normalize_url, resolve_database_url
 from .errors import StoreError
 
@@ -40,7 +41,7 @@ def parse_gpus(text: str | None) -> list[int]:
     gpus: list[int] = []
     for part in text.split(","):
         p = part.strip()
-        if not p.isdigit():
+        if not (p.isascii() and p.isdigit()) or len(p) > 4:
             raise UsageError(f"--gpus {text!r} is invalid: expected comma-separated GPU "
                              f"indices such as 0,1,2,3")
         if int(p) in gpus:
@@ -122,19 +123,27 @@ def spawn_workers(url: str, n_procs: int, search_id: int | None = None,
     return procs
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command line's error convention: one line, exit status 2."""
+
+    def error(self, message: str):  # noqa: ANN201 - NoReturn
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alz-worker", description="Run AutoLoss-Zero search "
+    p = _Parser(prog="alz-worker", description="Run AutoLoss-Zero search "
                                 "workers that coordinate through PostgreSQL.")
     p.add_argument("--gpus", default=None, help="comma-separated GPU indices, one worker "
                    "per GPU (default or '': CPU workers)")
-    p.add_argument("--procs", type=int, default=1, help="CPU worker processes when no GPU "
+    p.add_argument("--procs", type=A.procs, default=1, help="CPU worker processes when no GPU "
                    "is given (default 1)")
     p.add_argument("--search", default=None, help="work on this search (id or name) only "
                    "(default: every running search)")
     p.add_argument("--database-url", default=None, help="PostgreSQL URL (default: "
                    "$ALZ_DATABASE_URL, else the embedded server)")
-    p.add_argument("--lease-seconds", type=int, default=60, help="lease of a claimed "
-                   "evaluation, renewed by heartbeats (default 60)")
+    p.add_argument("--lease-seconds", type=A.Integer(1, 86_400), default=60,
+                   help="lease of a claimed evaluation, renewed by heartbeats (default 60)")
     p.add_argument("--idle-exit", action="store_true", help="exit once no selected search "
                    "is running")
     p.add_argument("--data-dir", type=Path, default=None, help="synthetic data and proxy "
@@ -180,7 +189,15 @@ def _resolve(args: argparse.Namespace) -> tuple[str, int | None, list[int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    problem = A.utf8_problem(argv)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 0
     if args.pgbouncer:
         # every engine of this process and of the workers it spawns (they inherit os.environ)
         os.environ["ALZ_PGBOUNCER"] = "1"

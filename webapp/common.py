@@ -92,9 +92,10 @@ def read(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def param_int(name: str) -> int | None:
     """A positive integer query parameter (``?candidate=12``), else ``None``."""
     raw = st.query_params.get(name)
-    if raw is None or not str(raw).strip().isdigit() or int(raw) < 1:
+    t = "" if raw is None else str(raw).strip()
+    if not (t.isascii() and t.isdigit()) or not 1 <= int(t) <= 2 ** 63 - 1:
         return None
-    return int(raw)
+    return int(t)
 
 
 def set_param(name: str, value: int | None) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidValue, one_line
 from .splits import SearchSplit, SplitSource, find_splits, write_name_split
 from .synthetic import SCENE, SCENE_SIZE, VOC_NUM_CLASSES, class_colours, synthetic_scene
 
@@ -193,14 +194,24 @@ def read_label_map(path: str | Path, size: int | tuple[int, int] | None = None) 
     """A label PNG as (H, W) uint8 class indices; palette PNGs keep their indices.
 
     ``size`` (int or (H, W)) resizes with nearest neighbour, so no new class values appear.
+    A file that is missing, truncated, not an image or not a palette/grey image raises
+    :class:`~alz_core.errors.InvalidValue` naming it (one line).
     """
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or grey label PNG, got mode {im.mode}")
-        if size is not None:
-            h, w = (size, size) if isinstance(size, int) else size
-            im = im.resize((w, h), Image.Resampling.NEAREST)
-        return np.array(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise InvalidValue(f"label map {path} is a {im.mode} image: expected a palette "
+                                   f"or grey label PNG (class indices)")
+            if size is not None:
+                h, w = (size, size) if isinstance(size, int) else size
+                im = im.resize((w, h), Image.Resampling.NEAREST)
+            return np.array(im, dtype=np.uint8)
+    except InvalidValue:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        # PIL reads lazily: a truncated file fails in resize() or np.array(), not in open()
+        raise InvalidValue(f"label map {path} cannot be read: {type(exc).__name__}: "
+                           f"{one_line(exc)}") from None
 
 
 def load_label_maps(root: str | Path, split_file: str | Path, count: int, seed: int = 0,

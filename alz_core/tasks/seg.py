@@ -459,6 +459,14 @@ def find_split(root: str | Path, info: DatasetInfo) -> SearchSplit | None:
     return found[0] if found else None
 
 
+def _seg_map_path(ds: Any, i: int) -> str:
+    """The label file of sample ``i`` of a dataset, for error messages."""
+    try:
+        return str(ds.get_data_info(i).get("seg_map_path") or f"of sample {i}")
+    except Exception:  # noqa: BLE001 - only for a message
+        return f"of sample {i}"
+
+
 def rejection_labels(cfg: Any, count: int = 5, seed: int = 0,
                      side: int | None = None) -> np.ndarray:
     """``count`` label maps (count, S, S) int64 drawn with ``seed`` from the (search-split)
@@ -488,9 +496,18 @@ def rejection_labels(cfg: Any, count: int = 5, seed: int = 0,
         k, i = pool[j]
         from mmengine.registry import DefaultScope
 
-        with DefaultScope.overwrite_default_scope("mmseg"):
-            item = built[k][1][i]
-        label = torch.as_tensor(np.asarray(item["gt_seg_map"]), dtype=torch.float32)
+        try:
+            with DefaultScope.overwrite_default_scope("mmseg"):
+                item = built[k][1][i]
+            seg = None if item.get("gt_seg_map") is None else np.asarray(item["gt_seg_map"])
+            if seg is None or seg.ndim != 2:
+                raise ValueError(f"expected a 2-D label map, got "
+                                 f"{'nothing' if seg is None else f'shape {seg.shape}'}")
+        except Exception as exc:  # noqa: BLE001 - a user's file: one line naming it
+            path = _seg_map_path(built[k][1], i)
+            raise DatasetProblem(f"label map {path} cannot be read: {type(exc).__name__}: "
+                                 f"{one_line(exc)}") from None
+        label = torch.as_tensor(seg, dtype=torch.float32)
         resized = F.interpolate(label[None, None], size=(side, side), mode="nearest")
         maps.append(resized[0, 0].long())
     return torch.stack(maps).numpy()

@@ -47,7 +47,7 @@ def test_check_reports_missing_target(capsys):
     (["check", "log(y, yhat)"], "takes 1 argument"),
     (["check", "y*yhat", "--metric", "dice"], "unknown metric 'dice'"),
     (["check", "y*yhat", "--task", "nope"], "unknown task 'nope'"),
-    (["check", "y*yhat", "--iterations", "0"], "iterations=0"),
+    (["check", "y*yhat", "--iterations", "0"], "--iterations: 0 is out of range"),
     (["check", "y*yhat", "--score-mode", "best"], "score_mode='best'"),
     (["check", "y*yhat", "--data-root", "/nonexistent/voc"], "not a directory"),
     (["formula", "y +"], "formula error"),

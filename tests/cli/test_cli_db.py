@@ -208,12 +208,12 @@ def test_create_human_output_and_taken_name(capsys, db_url, sessions, name):
 @pytest.mark.parametrize("extra, message", [
     (["--task", "nope"], "unknown task 'nope'"),
     (["--metric", "dice"], "unknown metric 'dice'"),
-    (["--budget", "0"], "budget=0 is invalid"),
-    (["--budget", "ten"], "invalid int value: 'ten'"),
+    (["--budget", "0"], "--budget: 0 is out of range"),
+    (["--budget", "ten"], "--budget: 'ten' is not an integer"),
     (["--initial", "30", "--population", "10"], "population_size=10 is invalid"),
-    (["--tournament", "1.5"], "tournament_fraction=1.5 is invalid"),
-    (["--seed", "-1"], "seed=-1 is invalid"),
-    (["--proxy-iters", "0"], "--proxy-iters=0 is invalid"),
+    (["--tournament", "1.5"], "--tournament: 1.5 is out of range"),
+    (["--seed", "-1"], "--seed: -1 is out of range"),
+    (["--proxy-iters", "0"], "--proxy-iters: 0 is out of range"),
     (["--data-root", "/nonexistent/voc"], "not a directory"),
     (["--data-root", "/"], "not a known segmentation layout"),
     (["--config", "/nonexistent/cfg.py"], "--config '/nonexistent/cfg.py' is invalid: no such"),
@@ -244,8 +244,8 @@ def test_numeric_search_name_is_refused(capsys, db_url, sessions):
     (["show", "987654321"], "candidate 987654321 does not exist"),
     (["show", "abc"], "candidate 'abc' is invalid"),
     (["export", "987654321"], "candidate 987654321 does not exist"),
-    (["leaderboard", "x", "--limit", "0"], "--limit=0 is invalid"),
-    (["search", "run", "x", "--procs", "-1"], "--procs=-1 is invalid"),
+    (["leaderboard", "x", "--limit", "0"], "--limit: 0 is out of range"),
+    (["search", "run", "x", "--procs", "-1"], "--procs: -1 is out of range"),
 ])
 def test_unknown_ids_are_one_line(capsys, db_url, argv, message):
     code, out, err = run(capsys, *argv, "--database-url", db_url)

@@ -18,7 +18,7 @@ def main() -> None:
         return
     by_id = {o.info.id: o for o in overviews}
     wanted = [int(x) for x in str(st.query_params.get("searches", "")).split(",")
-              if x.strip().isdigit() and int(x) in by_id]
+              if x.strip().isascii() and x.strip().isdigit() and int(x) in by_id]
     default = wanted or ([param_int("search")] if param_int("search") in by_id else []) or \
         [o.info.id for o in overviews[-2:]]
     picked = st.multiselect("searches", list(by_id), default=default,
