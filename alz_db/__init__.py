@@ -111,6 +111,7 @@ from .workers import (
     record_worker_problem,
     register_worker,
     resolve_worker_problem,
+    revive_worker,
     stop_worker,
     worker_heartbeat,
     worker_problems,
@@ -136,6 +137,7 @@ __all__ = [
     "release_embedded", "release_evaluation", "release_proxy_slot", "reserve_proxy_slot",
     "resolve_database_url",
     "run_in_transaction", "session_scope", "start_embedded", "start_search", "stop_embedded",
-    "stop_search", "stop_worker", "submit_candidate", "validate_search", "worker_heartbeat",
+    "revive_worker", "stop_search", "stop_worker", "submit_candidate", "validate_search",
+    "worker_heartbeat",
     "record_worker_problem", "resolve_worker_problem", "worker_problems",
 ]

@@ -104,6 +104,7 @@ from .workers import (
     record_worker_problem,
     register_worker,
     resolve_worker_problem,
+    revive_worker,
     stop_worker,
     worker_heartbeat,
 )
@@ -373,8 +374,19 @@ class _Worker:
                         log.warning("worker %d: lost the lease of evaluation %d",
                                     self.worker_id, lease.evaluation_id)
                         self._lease_lost.set()
-            run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
-                               policy=_HEARTBEAT_POLICY)
+            alive = run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
+                                       policy=_HEARTBEAT_POLICY)
+            if not alive and not self.stop.is_set():
+                # marked lost while it was silent (a partition, a paused process): its leases
+                # were reaped meanwhile, so it is alive again under its own row
+                if run_in_transaction(self.sessions, revive_worker, self.worker_id,
+                                      policy=_HEARTBEAT_POLICY):
+                    log.warning("worker %d: was marked lost while silent; running again",
+                                self.worker_id)
+                else:
+                    log.error("worker %d: its row was stopped by someone else; stopping",
+                              self.worker_id)
+                    self.stop.set()
         except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
             log.warning("worker %d: heartbeat failed: %s", self.worker_id, exc)
 

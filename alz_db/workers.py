@@ -52,6 +52,18 @@ def worker_heartbeat(session: Session, worker_id: int) -> bool:
     return row is not None
 
 
+def revive_worker(session: Session, worker_id: int) -> bool:
+    """A worker marked ``lost`` (silent past :func:`mark_lost_workers`'s limit: a partition,
+    a paused process) that is heard from again is ``running`` again; ``False`` if its row is
+    not ``lost`` (stopped: the process should stop). Its old leases were reaped meanwhile and
+    its late results are refused by the lease check, so the row can simply go on."""
+    row = session.execute(
+        update(Worker).where(Worker.id == worker_id, Worker.status == WorkerStatus.LOST)
+        .values(status=WorkerStatus.RUNNING, stopped_at=None, heartbeat_at=func.now())
+        .returning(Worker.id).execution_options(synchronize_session=False)).scalar_one_or_none()
+    return row is not None
+
+
 def stop_worker(session: Session, worker_id: int) -> None:
     """Mark the worker stopped (clean shutdown). Its leases are not touched: a worker should
     finish or fail its evaluation before stopping, else the reaper takes it back."""
