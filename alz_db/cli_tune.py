@@ -268,6 +268,7 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
     itself). ``spec``: the checked config (path, built-in or not, overrides), data root and
     search split (:func:`_task_spec`). Reports ``("eval", arm, seed, n)`` after each proxy
     evaluation and ``("trace", dict)`` after each arm on ``queue``."""
+    import dataclasses
     import shutil
     import tempfile
 
@@ -297,7 +298,11 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
         finally:
             shutil.rmtree(work / "run", ignore_errors=True)
 
-    proxy = MeasuredCache(train, key=lambda c: c.text)
+    # compute is charged in CPU seconds of this process (one torch thread, no data-loader
+    # processes in the tiny configs): what other processes do on the machine meanwhile does
+    # not change what an arm may spend
+    clock = time.process_time
+    proxy = MeasuredCache(train, key=lambda c: c.text, clock=clock)
     rung_proxy = None
     if any(a.endswith("+rungs") for a in cfg.arms if a not in skip):
         import copy
@@ -313,7 +318,8 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
             finally:
                 shutil.rmtree(work / "run", ignore_errors=True)
 
-        rung_cache = MeasuredCache(train_rung, key=lambda item: f"{item[1]}:{item[0].text}")
+        rung_cache = MeasuredCache(train_rung, key=lambda item: f"{item[1]}:{item[0].text}",
+                                   clock=clock)
 
         def rung_proxy(cand: Any, rung: int) -> tuple[float | None, float]:
             if rung == len(iterations) - 1:
@@ -325,12 +331,14 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
     def check(branch: str, graph: Any) -> Any:
         key = (branch, graph.text)
         if key not in checks:  # deterministic: a repeated graph is charged its first time
-            checks[key] = run_check(graph, problems[branch])
+            t0 = clock()
+            result = run_check(graph, problems[branch])
+            checks[key] = dataclasses.replace(result, seconds=clock() - t0)
         return checks[key]
 
     fingerprint = MeasuredCache(
         lambda c: combine_fingerprints({n: problems[n].fingerprint(g) for n, g in c.branches}),
-        key=lambda c: c.text)
+        key=lambda c: c.text, clock=clock)
     traces = []
     try:
         for arm in sorted(cfg.arms, key=lambda a: -ARM_NAMES.index(a)):
@@ -487,7 +495,8 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                 "config": setup.config.label, "config_sha256": setup.config_sha256,
                 "cfg_options": dict(setup.cfg_options), "data_root": setup.data_root,
                 "rung_iterations": None if rung_iterations is None else list(rung_iterations),
-                "compute_budget": config.compute_budget}
+                "compute_budget": config.compute_budget,
+                "charged": "CPU seconds of the arm's process (time.process_time)"}
     result = AblationResult(config, info.name, metric, settings=settings)
     finished: set[tuple[str, int]] = set()
     if args.resume:

@@ -225,10 +225,10 @@ def test_cli_ablation_on_the_tiny_task(tmp_path, capsys, db_url, small_voc) -> N
 def test_cli_ablation_bad_input_is_one_line(capsys) -> None:
     from alz_db.cli import main
 
-    for argv, message in ((["ablation", "--budget", "0", "--no-db"], "budget=0"),
+    for argv, message in ((["ablation", "--budget", "0", "--no-db"], "--budget: 0 is out of range"),
                           (["ablation", "--seeds", "a,b", "--no-db"], "--seeds 'a,b'"),
                           (["ablation", "--metric", "nope", "--no-db"], "unknown metric"),
-                          (["ablation", "--procs", "0", "--no-db"], "--procs=0")):
+                          (["ablation", "--procs", "0", "--no-db"], "--procs: 0 is out of range")):
         code = main(argv)
         out, err = capsys.readouterr()
         assert code == 2, (argv, out, err)
