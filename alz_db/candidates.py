@@ -174,15 +174,20 @@ def add_candidate(session: Session, search_id: int, candidate: Candidate, *,
     if equivalent_to is None:
         values["status"] = CandidateStatus.PENDING
     else:
+        # FOR SHARE: a result being recorded for the representative (finish_evaluation
+        # updates its row, then its equivalents') either committed before this read, which
+        # then sees its fitness, or waits for this insert to commit, and its update of the
+        # equivalents then includes this one; a plain read between the two would leave the new
+        # equivalent without a fitness for good
         rep = session.execute(
             select(CandidateRow.search_id, CandidateRow.fitness, CandidateRow.fitness_kind,
-                   CandidateRow.equivalent_to_id)
-            .where(CandidateRow.id == equivalent_to)).one_or_none()
+                   CandidateRow.equivalent_to_id, CandidateRow.rung)
+            .where(CandidateRow.id == equivalent_to).with_for_update(read=True)).one_or_none()
         if rep is None or rep.search_id != search_id or rep.equivalent_to_id is not None:
             raise InvalidInput(f"equivalent_to={equivalent_to} is invalid: expected the id of a "
                                f"representative candidate of search {search_id}")
         values.update(status=CandidateStatus.EQUIVALENT, fitness=rep.fitness,
-                      fitness_kind=rep.fitness_kind,
+                      fitness_kind=rep.fitness_kind, rung=rep.rung,
                       evaluated_at=func.now() if rep.fitness_kind is not None else None)
     # ON CONFLICT: a second representative is refused without aborting the transaction
     new_id = session.execute(
@@ -284,8 +289,13 @@ def _submit(session: Session, search_id: int, candidate: Candidate, fingerprint:
                             branch_mutations=branch_mutations)
         record_rejections(session, search_id, results, candidate_id=cid, parent_id=parent_id,
                           worker_id=worker_id)
+        # the fitness as add_candidate read it under its lock (the look-up above may be older)
+        stored = session.execute(select(CandidateRow.fitness, CandidateRow.fitness_kind)
+                                 .where(CandidateRow.id == cid)).one()
+        kind = None if stored.fitness_kind is None else FitnessKind(stored.fitness_kind)
         return Submission(SubmitOutcome.EQUIVALENT, cid, equivalent_to=rep.candidate_id,
-                          fitness=rep.fitness, fitness_kind=rep.fitness_kind)
+                          fitness=from_stored(stored.fitness, stored.fitness_kind),
+                          fitness_kind=kind)
 
     if fingerprint is not None:
         rep = find_representative(session, search_id, fingerprint)

@@ -190,3 +190,45 @@ def test_population_is_the_most_recent_evaluated(sessions, unique_name) -> None:
     assert [p.id for p in again] == [ids[2], ids[0], ids[1], ids[4]]
     assert again[1:] == pop  # cached graphs decode to the same individuals
     assert rec.fitness_kind is FitnessKind.DIVERGED and rec.fitness is None
+
+
+def test_an_equivalent_submitted_while_its_representative_is_recorded_gets_the_fitness(
+        sessions, unique_name) -> None:
+    """The interleaving a fleet simulation found: a result for the representative is recorded
+    (its row, then its equivalents, updated) but not yet committed while another worker adds
+    an equivalent. The new equivalent must end with the representative's fitness: before the
+    fix the equivalent read the representative without a lock, took its old (missing)
+    fitness, and the result's update of the class had already run without it."""
+    from alz_db import claim_evaluation, finish_evaluation, get_candidate, register_worker
+
+    with session_scope(sessions) as s:
+        sid = create_search(s, unique_name, "seg", "miou", evolution={"budget": 4},
+                            start=True).id
+        rep = submit_candidate(s, sid, cand(FORMULAS[0]), fingerprint="fp-race")
+        wid = register_worker(s, "host", 1, "cpu", search_id=sid)
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, wid, search_id=sid)
+    assert lease is not None
+    recording = sessions()
+    submitted: dict = {}
+
+    def submit_equivalent() -> None:
+        with session_scope(sessions) as s:
+            submitted["sub"] = submit_candidate(s, sid, cand(FORMULAS[1]),
+                                                fingerprint="fp-race")
+
+    try:
+        finish_evaluation(recording, lease, fitness=0.625)  # not committed yet
+        worker = threading.Thread(target=submit_equivalent)
+        worker.start()
+        worker.join(timeout=2.0)  # blocked on the representative's row lock (after the fix)
+        recording.commit()
+    finally:
+        recording.close()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    sub = submitted["sub"]
+    assert sub.outcome is SubmitOutcome.EQUIVALENT and sub.equivalent_to == rep.candidate_id
+    with session_scope(sessions) as s:
+        assert get_candidate(s, sub.candidate_id).fitness == pytest.approx(0.625)
+    assert sub.fitness == pytest.approx(0.625)
