@@ -408,10 +408,10 @@ def _run_units(args: argparse.Namespace, config: Any, task: str, metric: str,
         ctx = mp.get_context("spawn")
         with ctx.Manager() as manager:
             queue = manager.Queue()
-            from alz_core.tasks.base import quiet_openmmlab_warnings
+            from .children import child_setup
 
             with ProcessPoolExecutor(args.procs, mp_context=ctx,
-                                     initializer=quiet_openmmlab_warnings) as pool:
+                                     initializer=child_setup) as pool:
                 futures = [pool.submit(_ablation_unit, seed, config.to_json(), task,
                                        metric, args.proxy_iters, args.data_dir,
                                        spec, threads, queue, skips[seed])

@@ -98,9 +98,9 @@ def _free_port() -> int:
 
 def _rank_main(rank: int, launch: Launch, port: int, spec: dict[str, Any], events: Any) -> None:
     """One rank: join the process group, build the task, train, report (rank 0: the result)."""
-    from alz_core.tasks.base import quiet_openmmlab_warnings
+    from .children import child_setup
 
-    quiet_openmmlab_warnings()
+    child_setup()
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(launch.world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:

@@ -124,11 +124,11 @@ def _one_seed(info: SearchInfo, formulas: dict[str, str], seed: int, max_iters: 
     """One training of the branches' ``formulas`` on the search's proxy task (in this or a
     spawned process)."""
     from alz_core.graph import LossGraph
-    from alz_core.tasks.base import quiet_openmmlab_warnings
 
+    from .children import child_setup
     from .retrain import build_training_task
 
-    quiet_openmmlab_warnings()
+    child_setup()
     if torch_threads is not None:
         import torch
 

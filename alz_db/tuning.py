@@ -465,9 +465,9 @@ def _worker_main(url: str, candidate_id: int, study_name: str, config: dict[str,
                  queue: Any) -> None:
     """Entry point of a local worker process: reports ``("done", rank, report)`` or
     ``("error", rank, message)`` on ``queue``."""
-    from alz_core.tasks.base import quiet_openmmlab_warnings
+    from .children import child_setup
 
-    quiet_openmmlab_warnings()
+    child_setup()
     try:
         rep = run_tuning_worker(url, candidate_id, study_name, TuneConfig.from_json(config),
                                 rank=rank, data_dir=Path(data_dir) if data_dir else None,

@@ -61,6 +61,9 @@ def _child(url: str, search_id: int | None, device: str, env: dict[str, str],
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    from .children import watch_parent
+
+    watch_parent()  # an alz-worker killed with SIGKILL: its workers stop cleanly on their own
     level = options.pop("log_level", "INFO")
     logging.basicConfig(level=level,
                         format=f"%(asctime)s {device} pid {os.getpid()} %(levelname)s "

@@ -225,3 +225,48 @@ def test_one_bad_search_on_one_node_does_not_stop_the_worker(
     [(problem,)] = sql(fault_db, "SELECT problem FROM worker_problem WHERE search_id = %s AND "
                                  "worker_id = %s", bad, result["summary"].worker_id)
     assert type(error).__name__ in problem
+
+
+def test_spawned_children_end_with_their_parent(tmp_path) -> None:
+    """A child of a killed command (an ablation seed, a local worker) does not train on: it
+    sees its parent gone and sends itself SIGTERM (alz_db.children)."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing as mp, sys, time
+
+        def child():
+            from alz_db.children import watch_parent
+            watch_parent()
+            time.sleep(600)
+
+        if __name__ == "__main__":
+            p = mp.get_context("spawn").Process(target=child)
+            p.start()
+            print(p.pid, flush=True)
+            time.sleep(600)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    child = int(parent.stdout.readline())
+    time.sleep(3)  # the child has imported and started watching
+    parent.kill()
+    parent.wait(timeout=10)
+    def running() -> bool:  # a zombie has ended (PID 1 of a container may not reap it)
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            return False
+        return "\nState:\tZ" not in status
+
+    for _ in range(100):
+        if not running():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, 9)
+        raise AssertionError("the child outlived its parent by 10 s")
