@@ -1,4 +1,4 @@
-"""Built-in named losses: the seed's Table 9 discoveries and the usual hand-made baselines.
+"""Built-in named losses: the paper's Table 9 discoveries and the usual hand-made baselines.
 
 Formulas are written in this project's syntax (``yhat`` prediction, ``y`` target; ``i u e`` box
 areas). Table 9 prints some formulas with implicit products and fractions; they are transcribed
@@ -23,7 +23,7 @@ class CatalogueEntry:
     branch: str  # branch name within the task
     kind: BranchKind
     formula: str
-    source: str  # "seed Table 9" or "baseline"
+    source: str  # "paper Table 9" or "baseline"
     note: str = ""
 
     @cached_property
@@ -31,12 +31,12 @@ class CatalogueEntry:
         return LossGraph.parse(self.formula)
 
 
-_T9 = "seed Table 9"
+_T9 = "paper Table 9"
 _BASE = "baseline"
 D, B, H = BranchKind.DENSE, BranchKind.BOX, BranchKind.HEATMAP
 
 CATALOGUE: tuple[CatalogueEntry, ...] = (
-    # semantic segmentation (seed Table 9)
+    # semantic segmentation (paper Table 9)
     CatalogueEntry("seg_miou", "seg", "miou", "seg", D,
                    "-0.5*log(tanh(y/(1 + y)*sqrt(yhat))*(yhat^2 + y))", _T9),
     CatalogueEntry("seg_fwiou", "seg", "fwiou", "seg", D, "log(y*log(y + (y + yhat)/yhat))", _T9),
@@ -49,18 +49,18 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry("seg_bf1", "seg", "bf1", "seg", D,
                    "exp(mean_nhw(-maxpool(y)*log(maxpool(yhat))) + tanh(mean_nhw(2*yhat + 1)))",
                    _T9),
-    # object detection, Faster R-CNN (seed Table 9)
+    # object detection, Faster R-CNN (paper Table 9)
     CatalogueEntry("det_cls_rpn", "det", "map", "cls_rpn", D, "exp(tanh(y))/yhat", _T9),
     CatalogueEntry("det_reg_rpn", "det", "map", "reg_rpn", B, "e/(i + u)", _T9),
     CatalogueEntry("det_cls_rcnn", "det", "map", "cls_rcnn", D, "-y*log(yhat)", _T9),
     CatalogueEntry("det_reg_rcnn", "det", "map", "reg_rcnn", B, "-log(i/e)", _T9),
-    # instance segmentation, Mask R-CNN (seed Table 9)
+    # instance segmentation, Mask R-CNN (paper Table 9)
     CatalogueEntry("ins_cls_rpn", "ins", "map", "cls_rpn", D, "-y*yhat/tanh(yhat)", _T9),
     CatalogueEntry("ins_reg_rpn", "ins", "map", "reg_rpn", B, "e/(i + u)", _T9),
     CatalogueEntry("ins_cls_rcnn", "ins", "map", "cls_rcnn", D, "-y*log(yhat)", _T9),
     CatalogueEntry("ins_reg_rcnn", "ins", "map", "reg_rcnn", B, "-sqrt(i)/sqrt(e)", _T9),
     CatalogueEntry("ins_mask", "ins", "map", "mask", D, "abs(log(y*yhat))", _T9),
-    # pose estimation, SimpleBaseline (seed Table 9)
+    # pose estimation, SimpleBaseline (paper Table 9)
     CatalogueEntry("pose_map", "pose", "map", "pose", H, "(yhat - 16*y^4)^2 + yhat^4", _T9),
     # hand-made baselines
     CatalogueEntry("cross_entropy", "seg", "", "seg", D, "-y*log(yhat)", _BASE,

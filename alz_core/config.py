@@ -1,4 +1,4 @@
-"""Typed, frozen, validated configuration of a search (the seed's values are the defaults)."""
+"""Typed, frozen, validated configuration of a search (the paper's values are the defaults)."""
 
 from __future__ import annotations
 

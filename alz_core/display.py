@@ -1,6 +1,6 @@
 """Human forms of a loss graph for display: a sympy expression, simplified text and LaTeX.
 
-These forms are for reading only. They drop the eps of the protected operators (as the seed's
+These forms are for reading only. They drop the eps of the protected operators (as the paper's
 Table 9 does) and are never parsed back; the canonical text is the stored form.
 
 sympy's simplification has no time bound of its own, so it runs in a worker process that is

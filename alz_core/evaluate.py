@@ -95,5 +95,5 @@ def training_reduce(loss_map: torch.Tensor, weight: torch.Tensor | None = None) 
 
 
 def rejection_reduce(loss_map: torch.Tensor) -> torch.Tensor:
-    """Rejection-protocol aggregation: a plain sum with no normalisation (seed, appendix A)."""
+    """Rejection-protocol aggregation: a plain sum with no normalisation (the paper, appendix A)."""
     return loss_map.sum()

@@ -1,4 +1,4 @@
-"""Regularised (aging) evolution over multi-branch loss candidates (seed, appendix A).
+"""Regularised (aging) evolution over multi-branch loss candidates (the paper, appendix A).
 
 The pieces are pure functions of an explicit generator so that the database-backed workers and
 the in-memory :func:`run_evolution` share them: :func:`tournament_select` picks a parent,

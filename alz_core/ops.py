@@ -4,7 +4,7 @@ This module is the only place that knows how an operator is computed with torch.
 parser and mutation code refer to operators by name only.
 
 Protected forms (so that the operator definitions alone never produce NaN or an infinity from a
-finite input, and so that they coincide with the seed's ``op(x + eps)`` wherever x >= 0):
+finite input, and so that they coincide with the paper's ``op(x + eps)`` wherever x >= 0):
 
 * ``log(x)  = log(|x| + eps)``            (the "protected log" of symbolic regression)
 * ``sqrt(x) = sqrt(|x| + eps)``
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: The small positive number of the seed's Table 9 caption.
+#: The small positive number of the paper's Table 9 caption.
 EPS = 1e-12
 
 

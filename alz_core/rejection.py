@@ -1,4 +1,4 @@
-"""The loss-rejection protocol (seed, section 3.3 and appendix A; DESIGN.md section 5).
+"""The loss-rejection protocol (the paper, section 3.3 and appendix A; docs/rejection.md).
 
 For B training samples the predictions are free parameters (logits; softmax gives ``yhat``),
 started near-uniform, and the candidate loss (plain-sum aggregation) is minimised with SGD

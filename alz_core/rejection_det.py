@@ -2,7 +2,7 @@
 
 Faster R-CNN has four searched branches (``cls_rpn``, ``reg_rpn``, ``cls_rcnn``, ``reg_rcnn``),
 Mask R-CNN a fifth (``mask``). Each branch gets its own
-:class:`~alz_core.rejection.RejectionProblem` built from the same B training images (seed A.2:
+:class:`~alz_core.rejection.RejectionProblem` built from the same B training images (the paper, A.2:
 "the predictions of the other branches are set as the ground-truth targets"; "for the RPN, the
 correlation score is calculated with the predicted region proposals and the corresponding
 training targets"):

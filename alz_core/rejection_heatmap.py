@@ -1,11 +1,11 @@
-"""The loss-rejection protocol for a heatmap branch (pose; DESIGN.md sections 3, 5 and 6).
+"""The loss-rejection protocol for a heatmap branch (pose; docs/rejection.md).
 
 For B person instances the predicted heatmaps ``yhat`` (B, K, H, W) are free parameters,
 started near the output of a freshly initialised top-down model (its last layer starts with a
 small std, so the heatmaps are nearly zero: N(0, init_std^2) with a fixed seed, or heatmaps
 given by a real model). The candidate loss is applied with the target heatmaps ``y`` and counted
 only on labelled (visible) joints: the loss map is multiplied by the joint weights (B, K, 1, 1)
-and summed with no normalisation (seed, appendix A), then minimised with SGD (momentum 0.9, lr
+and summed with no normalisation (the paper, appendix A), then minimised with SGD (momentum 0.9, lr
 0.001, no weight decay) for 500 iterations. The rejection score g(L; xi) is the keypoint mAP
 (COCO OKS AP averaged over OKS thresholds 0.50:0.05:0.95) of the optimised heatmaps' argmax
 keypoints against the labelled keypoints.

@@ -1213,7 +1213,7 @@ def mm_snippet(formula: str, *, metric: str, comment: str = "") -> str:
     """An mmseg config snippet that trains with ``formula`` through ``alz_core.mm``."""
     from alz_core.tasks.seg import BOUNDARY_METRICS
 
-    # BIoU/BF1 losses were searched on the labels' class boundaries (seed A.1): keep that
+    # BIoU/BF1 losses were searched on the labels' class boundaries (the paper, A.1): keep that
     target = ", target='boundary'" if metric in BOUNDARY_METRICS else ""
     head = f"# {comment}\n" if comment else ""
     return (f"{head}custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)\n"
@@ -1317,7 +1317,7 @@ def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers actio
     c.add_argument("--task", default="seg", help="task (default: seg)")
     c.add_argument("--metric", default="miou", help="target metric (default: miou)")
     c.add_argument("--budget", type=A.count, default=None,
-                   help="proxy evaluations (default 500, the seed's)")
+                   help="proxy evaluations (default 500, the paper's)")
     c.add_argument("--initial", type=A.count, default=None,
                    help="initial population K (default 20)")
     c.add_argument("--population", type=A.count, default=None,
@@ -1453,7 +1453,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_formula)
 
-    k = sub.add_parser("catalogue", help="list the built-in losses (seed Table 9 and baselines)")
+    k = sub.add_parser("catalogue", help="list the built-in losses (paper Table 9 and baselines)")
     k.add_argument("--task", default=None)
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_catalogue)

@@ -4,11 +4,11 @@
   (:mod:`alz_db.retrain`);
 * ``alz tune CANDIDATE``: an Optuna study of the re-training settings in the same database,
   best settings written back to the candidate (:mod:`alz_db.tuning`);
-* ``alz ablation``: the search-efficiency study of the seed's appendix C
+* ``alz ablation``: the search-efficiency study of the paper's appendix C
   (:mod:`alz_core.ablation`), stored in the database (table ``experiment``) and written as JSON
   and PNG;
 * ``alz report SEARCH``: a self-contained HTML report (:mod:`alz_db.report`);
-* ``alz baselines SEARCH``: the best loss re-trained beside cross-entropy and the seed's
+* ``alz baselines SEARCH``: the best loss re-trained beside cross-entropy and the paper's
   Table 9 loss, same schedule and seeds.
 
 Registered by :func:`register` (``alz_db.cli._COMMAND_MODULES``); errors follow the CLI's
@@ -491,7 +491,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         with _unit_of_work(args):  # fail now, not after an hour, if the database is not there
             pass
     settings = {"proxy_iters": args.proxy_iters, "procs": args.procs, "proxy_seed": 0,
-                "rejection": "seed protocol (B=5, 500 SGD iterations, eta=0.6)",
+                "rejection": "the paper's protocol (B=5, 500 SGD iterations, eta=0.6)",
                 "config": setup.config.label, "config_sha256": setup.config_sha256,
                 "cfg_options": dict(setup.cfg_options), "data_root": setup.data_root,
                 "rung_iterations": None if rung_iterations is None else list(rung_iterations),

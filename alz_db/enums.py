@@ -20,7 +20,7 @@ class SearchStatus(str, Enum):
 
 
 class CandidateStatus(str, Enum):
-    """Where a candidate is in the protocol (DESIGN.md sections 4 and 6)."""
+    """Where a candidate is in the protocol."""
 
     PENDING = "pending"  # a representative of its fingerprint class, proxy evaluation queued
     EVALUATED = "evaluated"  # a representative with a proxy fitness

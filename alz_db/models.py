@@ -223,7 +223,7 @@ class Candidate(Base):
         CheckConstraint("(status = 'equivalent') = (equivalent_to_id IS NOT NULL)",
                         name="equivalent_link"),
         # at most one representative per fingerprint class and search: two workers racing
-        # with the same class cannot both queue a proxy run (DESIGN.md section 6)
+        # with the same class cannot both queue a proxy run
         # (revision 0006: a failed representative no longer holds its class)
         Index("uq_candidate_search_id_fingerprint", "search_id", "fingerprint", unique=True,
               postgresql_where=text("equivalent_to_id IS NULL AND fingerprint IS NOT NULL "

@@ -10,7 +10,7 @@ unit of work (a search worker never takes it: workers claim proxy runs only), tr
 transaction open while a thread renews the lease, then records the curve and the result.
 
 The task is built through the task registry (:func:`alz_core.tasks.registry.build_task`) with
-the task's ``RETRAIN_CONFIG`` by default (the seed's re-training schedule; it needs the real
+the task's ``RETRAIN_CONFIG`` by default (the paper's re-training schedule; it needs the real
 dataset and a GPU), or ``config`` (a path, or ``tiny`` / ``proxy`` / ``retrain``) and
 ``max_iters`` for a CPU machine.
 
@@ -548,12 +548,12 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
 class BaselineLoss:
     name: str
     formula: str
-    source: str  # "search" (the discovered loss), "baseline" or "seed Table 9"
+    source: str  # "search" (the discovered loss), "baseline" or "paper Table 9"
     candidate_id: int | None = None
 
 
 def baseline_losses(task: str, metric: str) -> tuple[list[BaselineLoss], list[str]]:
-    """Cross-entropy and the seed's Table 9 loss for ``metric`` (when the catalogue has a valid
+    """Cross-entropy and the paper's Table 9 loss for ``metric`` (when the catalogue has a valid
     one), and notes on what was left out."""
     from alz_core.catalogue import entries
     from alz_core.mutation import validity_problem
@@ -563,16 +563,16 @@ def baseline_losses(task: str, metric: str) -> tuple[list[BaselineLoss], list[st
     for e in entries(task=task, source="baseline"):
         if e.name == "cross_entropy":
             losses.append(BaselineLoss("cross-entropy", e.graph.text, e.source))
-    for e in entries(task=task, source="seed Table 9"):
+    for e in entries(task=task, source="paper Table 9"):
         if e.metric != metric:
             continue
         problem = validity_problem(e.graph, e.kind)
         if problem is not None:
-            notes.append(f"seed Table 9 loss {e.name} left out: {e.note or problem.value}")
+            notes.append(f"paper Table 9 loss {e.name} left out: {e.note or problem.value}")
             continue
         losses.append(BaselineLoss(f"Table 9 ({e.name})", e.graph.text, e.source))
-    if not any(b.source == "seed Table 9" for b in losses) and not notes:
-        notes.append(f"the catalogue has no seed Table 9 loss for {task} / {metric}")
+    if not any(b.source == "paper Table 9" for b in losses) and not notes:
+        notes.append(f"the catalogue has no paper Table 9 loss for {task} / {metric}")
     return losses, notes
 
 
@@ -593,7 +593,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                   cfg_options: Mapping[str, Any] | None = None, launch: Any = None,
                   on_run: Callable[[str, int], None] | None = None,
                   on_iter: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Re-train the candidate beside cross-entropy and the seed's Table 9 loss for the search's
+    """Re-train the candidate beside cross-entropy and the paper's Table 9 loss for the search's
     metric, with the same config, schedule and seeds; return the comparison (JSON-ready).
 
     The candidate's runs are stored as ``retrain`` evaluations; every loss is trained with the

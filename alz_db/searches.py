@@ -36,7 +36,7 @@ MAX_NAME_LENGTH = 200
 
 
 def _build(cls: type[C], section: str, value: C | Mapping[str, Any] | None) -> C:
-    """A validated config from a dataclass, a mapping or ``None`` (the seed's defaults)."""
+    """A validated config from a dataclass, a mapping or ``None`` (the paper's defaults)."""
     if value is None:
         return cls()
     if isinstance(value, cls):

@@ -15,7 +15,7 @@ same initial weights, differing only in the loss modules:
 and times full training steps (forward, losses, backward, SGD step) on the same batch, the three
 variants interleaved (same weights, same random sampling seed per repeat), reporting medians and
 the ratio ``alz / mmdet``, all measured in this one run. Part 2 runs one proxy evaluation of the
-task's tiny config (train + CocoMetric evaluation) with the seed's Table 9 losses.
+task's tiny config (train + CocoMetric evaluation) with the paper's Table 9 losses.
 Single-threaded torch by default (the search workers' setting on a shared CPU).
 """
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  alz / {base}: step ratio {ratio:.3f} ({100 * (ratio - 1):+.1f} %); "
                   f"loss-forward difference {100 * extra:+.2f} % of the {base} step")
         if not args.no_proxy:
-            graphs = {e.branch: e.graph for e in entries(args.task, "seed Table 9")}
+            graphs = {e.branch: e.graph for e in entries(args.task, "paper Table 9")}
             task = DetProxyTask(args.task, data_root=root, max_iters=args.proxy_iters,
                                 torch_threads=args.threads)
             result = task.run(graphs, "map", Path(tmp) / "proxy", seed=0)

@@ -54,7 +54,7 @@ VAL_ANN = f"{ANN_DIR}/person_keypoints_val2017.json"
 #: the training source of the synthetic dataset, as the tiny config names it
 SYNTHETIC_SOURCE = SplitSource(ALL_ANN, f"{IMAGE_DIR}/")
 MARKER = ".alz-synthetic-coco-pose.json"
-#: Images held out for the proxy evaluation on real COCO (seed, appendix A.4).
+#: Images held out for the proxy evaluation on real COCO (the paper, appendix A.4).
 REAL_EVAL_COUNT = 5000
 
 # The stick figure at rest, in units of the person's height, relative to the body centre

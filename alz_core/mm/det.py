@@ -24,7 +24,7 @@ Importing this module registers, in ``mmdet.registry.MODELS``:
 Aggregation follows each branch's mmdet loss: per sample the loss map is summed over C, then
 weighted and reduced as ``weight_reduce_loss`` does (sum / ``avg_factor`` when given, else the
 mean); the mask loss is the mean over all n*M*M pixels. The result is multiplied by
-``loss_weight`` (seed A.2: 1.0 for classification, 10.0 for regression).
+``loss_weight`` (the paper, A.2: 1.0 for classification, 10.0 for regression).
 """
 
 from __future__ import annotations

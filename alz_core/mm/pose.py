@@ -25,7 +25,7 @@ class ALZHeatmapLoss(nn.Module):
     The elementwise loss map is multiplied by the joint weights (N, K) when
     ``use_target_weight`` (unlabelled joints get 0: the loss counts only visible joints) and by
     ``mask`` if given (broadcastable to the loss map), then summed over K and averaged over
-    N*H*W (DESIGN.md section 3), times ``loss_weight``. For ``(yhat - y)^2`` this is K times
+    N*H*W, times ``loss_weight``. For ``(yhat - y)^2`` this is K times
     mmpose's ``KeypointMSELoss(use_target_weight=True)`` (a mean over N*K*H*W). Non-finite values
     are returned as they are (even from a masked joint: 0 * inf is NaN); the caller decides what
     divergence means.

@@ -1,5 +1,5 @@
 """The detection and instance-segmentation proxy tasks: mmdetection Faster / Mask R-CNN trained
-with one searched loss per branch (seed A.2, A.3).
+with one searched loss per branch (the paper, A.2, A.3).
 
 ``det``: Faster R-CNN, branches ``cls_rpn``, ``reg_rpn``, ``cls_rcnn``, ``reg_rcnn``; fitness =
 COCO bbox mAP. ``ins``: Mask R-CNN, the same plus ``mask``; fitness = COCO mask mAP. The metrics
@@ -47,7 +47,7 @@ from .configs import (
 )
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
-#: per task: the tiny CPU config, the seed's proxy config, the re-training config
+#: per task: the tiny CPU config, the paper's proxy config, the re-training config
 CONFIGS: dict[str, dict[str, Path]] = {
     "det": {"tiny": CONFIG_ROOT / "det" / "tiny_faster_rcnn_synthetic.py",
             "proxy": CONFIG_ROOT / "det" / "faster_rcnn_r50_fpn_coco_proxy.py",
@@ -96,7 +96,7 @@ SYNTHETIC_SIZE = 128
 SYNTHETIC_CONFIGS = frozenset({"tiny"})
 #: The tiny model's anchor grid (the rejection samples use the same).
 TINY_SAMPLING = DetSampling(anchor_strides=(8, 16, 32), anchor_scales=(2.0,))
-#: mmdet's Faster R-CNN R50-FPN with the seed's last three FPN levels (strides 16, 32, 64).
+#: mmdet's Faster R-CNN R50-FPN with the paper's last three FPN levels (strides 16, 32, 64).
 COCO_SAMPLING = DetSampling(anchor_strides=(16, 32, 64), anchor_scales=(8.0,))
 
 

@@ -64,7 +64,7 @@ SYNTHETIC_SIZE = 128
 SYNTHETIC_CONFIGS = frozenset({"tiny"})
 #: heatmap heads whose ``loss`` the searched loss replaces (one heatmap per joint)
 HEATMAP_HEADS = frozenset({"HeatmapHead", "ViPNASHead"})
-#: The rejection samples' heatmaps: the seed's 64x48 (W, H = 48, 64), MSRA sigma 2.
+#: The rejection samples' heatmaps: the paper's 64x48 (W, H = 48, 64), MSRA sigma 2.
 REJECTION_HEATMAP_SIZE = (48, 64)
 REJECTION_SIGMA = 2.0
 
@@ -276,7 +276,7 @@ def pose_rejection_problem(metric: str, config: RejectionConfig | None = None,
 
     From ``ann_file`` (the training part of a search split) when given, else from the built-in
     synthetic generator (seeded by ``config.seed``). ``size`` is the heatmap height (the width
-    is 3/4 of it; default 64, the seed's).
+    is 3/4 of it; default 64, the paper's).
     """
     config = config or RejectionConfig()
     if size is not None and (not isinstance(size, int) or size < 8 or size % 4):

@@ -525,7 +525,7 @@ class SegProxyTask:
     ``max_iters`` overrides an iteration-based schedule (the poly schedule is stretched to
     match); ``cfg_options`` are merged into the config first, ``hooks`` (custom hook dicts)
     added last. ``boundary_targets``: for BIoU/BF1 the target ``y`` is the labels' class
-    boundaries (seed, A.1) instead of the full one-hot. ``torch_threads`` sets torch's intra-op
+    boundaries (the paper, A.1) instead of the full one-hot. ``torch_threads`` sets torch's intra-op
     threads for the run (restored after): on a 2-core CPU shared with other work, 2 threads
     were measured 6x slower per iteration than 1 (thread thrashing); ``None`` leaves torch's
     setting alone.

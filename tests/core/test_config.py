@@ -1,4 +1,4 @@
-"""Typed, frozen, validated configs: the seed's defaults and errors that name field and value."""
+"""Typed, frozen, validated configs: the paper's defaults and errors that name field and value."""
 
 from __future__ import annotations
 

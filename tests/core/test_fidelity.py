@@ -98,7 +98,7 @@ def test_cross_entropy_rescaled_is_recognised_up_to_scale() -> None:
 
 
 # --- the boundary metrics' rejection -------------------------------------------------------------
-TABLE9 = {e.metric: e.graph.text for e in entries("seg", "seed Table 9")}
+TABLE9 = {e.metric: e.graph.text for e in entries("seg", "paper Table 9")}
 
 
 @pytest.mark.parametrize("metric, accepted, rejected", [
@@ -194,4 +194,4 @@ def test_a_rescaled_cross_entropy_is_labelled_a_rediscovery() -> None:
     assert rediscovered(LossGraph.parse("log(yhat*y)^2"), "seg", problem, "seg") is None
     table9 = LossGraph.parse(f"({TABLE9['miou']})*3")
     found = rediscovered(table9, "seg", problem, "seg")
-    assert found is not None and found.metric == "miou" and found.source == "seed Table 9"
+    assert found is not None and found.metric == "miou" and found.source == "paper Table 9"

@@ -73,7 +73,7 @@ def test_inv_is_sign_preserving_and_protected_at_zero() -> None:
 
 
 def test_inv_never_divides_by_zero_near_minus_eps() -> None:
-    # The seed's 1/(x + eps) is infinite at x = -eps; the protected form is not.
+    # The paper's 1/(x + eps) is infinite at x = -eps; the protected form is not.
     v, (g,) = value_and_grad("inv", [-EPS, -0.0])
     assert torch.isfinite(v).all() and torch.isfinite(g).all()
     close(v, [1 / (-2 * EPS), 1 / EPS])

@@ -288,7 +288,7 @@ def test_other_target_metrics(problem, metric: str) -> None:
         assert not wrong.accepted
 
 
-# --- full size (5 x 21 x 64 x 64): the seed's setting ------------------------------------------
+# --- full size (5 x 21 x 64 x 64): the paper's setting ------------------------------------------
 @pytest.fixture(scope="module")
 def full_problem() -> DenseRejectionProblem:
     labels = torch.from_numpy(synthetic_labels(0, 5, size=64, num_classes=21)).long()

@@ -38,7 +38,7 @@ def coco() -> dict:
 
 @pytest.fixture(scope="module")
 def problem(coco: dict) -> HeatmapRejectionProblem:
-    """The seed's protocol (B = 5, 500 iterations) on 64x48 heatmaps."""
+    """The paper's protocol (B = 5, 500 iterations) on 64x48 heatmaps."""
     return heatmap_rejection_problem(coco)
 
 

@@ -1,4 +1,4 @@
-"""Fault tests of the worker protocol on a real PostgreSQL (DESIGN.md section 8, issue 3):
+"""Fault tests of the worker protocol on a real PostgreSQL:
 a worker killed mid-run, several workers racing, and reproducibility of a single worker.
 
 The PostgreSQL-restart test is in ``test_pg_restart.py`` (it needs its own server).

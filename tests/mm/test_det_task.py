@@ -40,7 +40,7 @@ def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _table9(task: str) -> dict[str, LossGraph]:
-    return {e.branch: e.graph for e in entries(task, "seed Table 9")}
+    return {e.branch: e.graph for e in entries(task, "paper Table 9")}
 
 
 # --- data --------------------------------------------------------------------------------------

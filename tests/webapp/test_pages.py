@@ -258,7 +258,7 @@ def test_formulas_page_puts_the_discoveries_beside_the_catalogue(world: World) -
     found = table[table["source"] == f"search {world.search_name}"]
     assert list(found["proxy fitness"])[:4] == ["0.7100", "0.6200", "0.4500", "0.3000"]
     assert list(found["canonical"])[0] == _canonical(FORMULAS["D"])
-    seed = table[table["source"] == "seed Table 9"].set_index("name")
+    seed = table[table["source"] == "paper Table 9"].set_index("name")
     assert "seg_miou" in seed.index and seed.loc["seg_macc", "proxy fitness"].startswith(
         "invalid")
     assert len(at.latex) >= 5 + 6  # every discovered loss and the catalogue, as LaTeX

@@ -1,5 +1,5 @@
 """Formulas: the best losses a search discovered beside the built-in catalogue of its task
-(the seed's Table 9 and the usual baselines), as one table like the paper's Table 9."""
+(the paper's Table 9 and the usual baselines), as one table like the paper's Table 9."""
 
 from __future__ import annotations
 

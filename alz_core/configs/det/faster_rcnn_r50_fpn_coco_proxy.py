@@ -1,4 +1,4 @@
-# The seed's detection proxy task (AutoLoss-Zero appendix A.2): Faster R-CNN R50-FPN on COCO 2017,
+# The paper's detection proxy task (AutoLoss-Zero appendix A.2): Faster R-CNN R50-FPN on COCO 2017,
 # trained on 1/4 of the training images (the 5000 held-out images excluded) for 1 epoch, using
 # only the last three FPN levels and half the head channels, lr 0.04 at batch 32 with a linear
 # warm-up of 250 iterations. Otherwise mmdet's Faster R-CNN R50-FPN 1x setting.
@@ -12,7 +12,7 @@
 # accumulated over 4 steps (optim_wrapper.accumulative_counts). The schedulers count steps, so
 # the 250-iteration warm-up ends after 250 * 4 steps.
 #
-# Branches (seed A.2): RPN cls/reg and R-CNN cls/reg are ALZ losses, weights 1.0 / 10.0;
+# Branches (the paper, A.2): RPN cls/reg and R-CNN cls/reg are ALZ losses, weights 1.0 / 10.0;
 # `DetProxyTask` puts the candidate's formulas in. Regression losses act on decoded boxes
 # (reg_decoded_bbox=True), classification losses on softmax probabilities (a 2-way RPN softmax).
 custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)
@@ -25,7 +25,7 @@ images_per_step = 8
 accumulate = batch_size // images_per_step
 warmup_iters = 250
 max_epochs = 1
-head_channels = 128  # mmdet's 256, halved (seed A.2)
+head_channels = 128  # mmdet's 256, halved (the paper, A.2)
 
 model = dict(
     type='FasterRCNN',

@@ -1,10 +1,10 @@
 # Tiny Faster R-CNN on the synthetic COCO-format dataset: the CPU proxy task of the det search.
 #
 # ResNet-18 with 16 base channels, an FPN of 32 channels on its last three levels (strides 8, 16,
-# 32: the seed's "last three feature levels" on a 128x128 image), 2-FC box head of 128 channels.
+# 32: the paper's "last three feature levels" on a 128x128 image), 2-FC box head of 128 channels.
 # No pretrained weights: nothing is downloaded. Data: `alz_core.tasks.det.ensure_synthetic_coco`
 # writes it (128x128 scenes, 4 classes). The four searched branches are the ALZ losses below
-# (seed A.2: weights 1.0 classification, 10.0 regression); `DetProxyTask` sets their formulas.
+# (the paper, A.2: weights 1.0 classification, 10.0 regression); `DetProxyTask` sets their formulas.
 custom_imports = dict(imports=['alz_core.mm'], allow_failed_imports=False)
 default_scope = 'mmdet'
 

@@ -1,4 +1,4 @@
-# The seed's instance-segmentation proxy task (AutoLoss-Zero appendix A.3): Mask R-CNN R50-FPN,
+# The paper's instance-segmentation proxy task (AutoLoss-Zero appendix A.3): Mask R-CNN R50-FPN,
 # "the proxy task is the same as for object detection" (1/4 of COCO train, 1 epoch, the last
 # three FPN levels, half the head channels, lr 0.04 at batch 32, warm-up 250 iterations), with
 # the mask branch as a fifth searched loss (per-pixel softmax over background / foreground).

@@ -2,7 +2,7 @@
 #
 # The tiny Faster R-CNN of the det search plus a 2-conv FCN mask head of 32 channels (14x14 RoI
 # features, 28x28 mask targets). Five searched branches: the det four and the mask branch
-# (per-pixel softmax over background / foreground, seed A.3). The target metric is mask mAP.
+# (per-pixel softmax over background / foreground, the paper, A.3). The target metric is mask mAP.
 _base_ = ['../det/tiny_faster_rcnn_synthetic.py']
 
 num_classes = 4

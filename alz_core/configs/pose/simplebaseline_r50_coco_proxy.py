@@ -1,4 +1,4 @@
-# The seed's pose proxy task (AutoLoss-Zero appendix A.4), for one GPU: SimpleBaseline
+# The paper's pose proxy task (AutoLoss-Zero appendix A.4), for one GPU: SimpleBaseline
 # (Xiao et al. 2018) with ResNet-50, 256x192 inputs, 64x48 target heatmaps (MSRA Gaussians,
 # sigma 2), 17 COCO joints, the loss counted on visible joints only. Adam lr 2.5e-4, a linear
 # warm-up of 250 iterations then cosine annealing, batch 256, 4 epochs.

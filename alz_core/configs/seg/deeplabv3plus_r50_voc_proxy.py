@@ -1,4 +1,4 @@
-# The seed's segmentation proxy task (AutoLoss-Zero appendix A.1), for one GPU:
+# The paper's segmentation proxy task (AutoLoss-Zero appendix A.1), for one GPU:
 # DeepLabV3+ R50-D8 on PASCAL VOC 2012 + SBD down-sampled to 128x128 crops, 3 epochs, batch 32,
 # SGD lr 0.02 (head x10), momentum 0.9, weight decay 5e-4, poly decay (power 0.9, min 1e-4).
 #
