@@ -1,5 +1,4 @@
-"""Storage and coordination of searches in PostgreSQL (the worker protocol: README, "Searches
-in PostgreSQL").
+"""Storage and coordination of searches in PostgreSQL (the worker protocol: docs/store.md).
 
 * schema: :mod:`alz_db.models` (created only by the Alembic migrations, :mod:`alz_db.migrate`)
 * where the database is and units of work: :mod:`alz_db.engine`, :mod:`alz_db.embedded`,

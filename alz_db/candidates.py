@@ -1,6 +1,6 @@
 """Candidates, the proxy budget, fingerprint classes, rejection records and the population.
 
-The worker protocol (README, "Searches in PostgreSQL") for one child, in one unit of work
+The worker protocol (docs/store.md) for one child, in one unit of work
 (:func:`submit_candidate`): if its gradient fingerprint already has a representative in the
 search, store it as *equivalent* (no proxy run, no budget); else reserve a proxy slot
 atomically against the budget and store it as the class's representative with a queued proxy

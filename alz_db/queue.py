@@ -1,6 +1,6 @@
 """The evaluation queue: claims, leases, heartbeats, results, failures and the reaper.
 
-The worker protocol (README, "Searches in PostgreSQL"), one short unit of work per call:
+The worker protocol (docs/store.md), one short unit of work per call:
 
 1. :func:`claim_evaluation` takes the oldest claimable (``queued`` or ``stale``) evaluation of a
    running search with ``SELECT ... FOR UPDATE SKIP LOCKED`` and leases it: ``status =
