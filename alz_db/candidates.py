@@ -53,7 +53,9 @@ def candidate_hash(candidate: Candidate) -> str:
 
 def _candidate_from(graphs: Mapping[str, Any], order: Sequence[str]) -> Candidate:
     # JSONB does not keep object key order; branch_order does
-    return Candidate(tuple((name, LossGraph.from_json(graphs[name])) for name in order))
+    # the store writes canonical graphs only: they are checked, not re-derived
+    return Candidate(tuple((name, LossGraph.from_canonical_json(graphs[name]))
+                           for name in order))
 
 
 def _record(row: CandidateRow) -> CandidateRecord:

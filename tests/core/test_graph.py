@@ -219,3 +219,19 @@ def test_branch_kind_inputs() -> None:
     assert set(BranchKind.BOX.prediction_inputs) == set(BranchKind.BOX.target_inputs) == {
         "i", "u", "e"}
     assert BranchKind("box") is BranchKind.BOX
+
+
+def test_graphs_read_back_from_the_store_equal_the_ones_written() -> None:
+    """from_canonical_json (the store's fast path) gives the graph from_json does: same nodes,
+    text, hash, size, and the tree on first use."""
+    from alz_core.mutation import sample_candidates
+
+    for g in sample_candidates(200, 3):
+        data = json.loads(json.dumps(g.to_json()))
+        fast, slow = LossGraph.from_canonical_json(data), LossGraph.from_json(data)
+        assert fast == slow == g and hash(fast) == hash(g)
+        assert fast.text == g.text and fast.size == g.size and fast.expr == g.expr
+    with pytest.raises(GraphError):
+        LossGraph.from_canonical_json({"nodes": [{"op": "nope", "args": []}]})
+    with pytest.raises(GraphError):
+        LossGraph.from_canonical_json({"nodes": []})
