@@ -135,11 +135,20 @@ class SegMetric:
     boundary: bool = False
 
 
-def _from_conf(f: Callable[[torch.Tensor], float]):
-    def metric(pred, target, num_classes, ignore_index=IGNORE_INDEX):
-        return f(confusion_matrix(pred, target, num_classes, ignore_index))
+@dataclass(frozen=True)
+class _FromConfusion:
+    """A metric of the confusion matrix as ``fn(pred, target, num_classes, ignore_index)``; a
+    class rather than a closure, so rejection problems pickle into spawned processes."""
 
-    return metric
+    f: Callable[[torch.Tensor], float]
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                 ignore_index: int = IGNORE_INDEX) -> float:
+        return self.f(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+def _from_conf(f: Callable[[torch.Tensor], float]) -> _FromConfusion:
+    return _FromConfusion(f)
 
 
 SEG_METRICS: dict[str, SegMetric] = {
