@@ -14,8 +14,11 @@
    individual yet), else tournament + mutation; rejection protocol and gradient fingerprint run
    outside any transaction; then :func:`alz_db.submit_candidate` stores the rejections and
    either links the child to an equivalent representative or reserves a proxy slot atomically;
-4. nothing to do: wait ``poll_seconds`` (or return, with ``idle_exit``, once no selected search
-   is running).
+4. nothing to do: wait for work (or return, with ``idle_exit``, once no selected search is
+   running): on PostgreSQL LISTEN/NOTIFY, woken by the triggers of revision ``0012_notify``
+   when an evaluation becomes claimable or a search changes status, with a fallback poll every
+   ``poll_seconds``, doubling while nothing happens up to ``max_poll_seconds``
+   (:mod:`alz_db.notify`; behind PgBouncer in transaction mode the fallback poll only).
 
 Contracts and choices:
 
@@ -85,6 +88,7 @@ from .candidates import read_population, record_rejections, submit_candidate
 from .engine import make_engine, make_session_factory
 from .enums import EvalKind, FinishOutcome, SearchStatus, SubmitOutcome, WorkerStatus
 from .errors import DatabaseUnavailable, TransientStoreError
+from .notify import DEFAULT_MAX_POLL_SECONDS, WorkWaiter
 from .queue import (
     claim_evaluation,
     fail_evaluation,
@@ -289,8 +293,13 @@ class _Worker:
     def __init__(self, url: str, search_id: int | None, device: str, stop: threading.Event,
                  lease_seconds: int, idle_exit: bool, data_dir: Path, poll_seconds: float,
                  max_outage_seconds: float, torch_threads: int | None,
-                 rejection_batch: int | None = None) -> None:
+                 rejection_batch: int | None = None,
+                 max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+                 listen: bool | None = None) -> None:
         self.engine = make_engine(url, application_name="alz-worker")
+        # idle waits: LISTEN/NOTIFY plus a backed-off poll (opened lazily, at the first wait)
+        self.waiter = WorkWaiter(url, search_id=search_id, poll_seconds=poll_seconds,
+                                 max_poll_seconds=max_poll_seconds, listen=listen)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.search_id, self.device, self.stop = search_id, device, stop
         self.lease_seconds, self.idle_exit, self.data_dir = lease_seconds, idle_exit, data_dir
@@ -617,14 +626,16 @@ class _Worker:
                                   kinds=(EvalKind.PROXY,), lease_seconds=self.lease_seconds,
                                   search_ids=self.servable(), key=new_key())
                 if lease is not None:
+                    self.waiter.reset()
                     self.evaluate(lease)
                     continue
                 if self._evolve_any():
+                    self.waiter.reset()
                     continue
                 if self.idle_exit and not self._any_running():
                     self.summary.exit_reason = "idle"
                     break
-                self.stop.wait(self.poll_seconds)
+                self.waiter.wait(self.stop)
         except _Abandon:
             pass  # stop requested inside a rejection loop: nothing was written
         except (TransientStoreError, DatabaseUnavailable) as exc:
@@ -632,6 +643,7 @@ class _Worker:
             log.error("worker %d: giving up: %s", self.worker_id, exc)
             raise
         finally:
+            self.waiter.close()
             done.set()
             beat.join(timeout=5)
             _ABORT_CHECKS.pop(self.token, None)
@@ -731,7 +743,9 @@ def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",
                idle_exit: bool = False, data_dir: Path | None = None,
                poll_seconds: float = 1.0, max_outage_seconds: float = 300.0,
                torch_threads: int | None = None,
-               rejection_batch: int | None = None) -> WorkerSummary:
+               rejection_batch: int | None = None,
+               max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
+               listen: bool | None = None) -> WorkerSummary:
     """Run one worker on ``url`` until ``stop`` is set (or, with ``idle_exit``, until no
     selected search is running); see the module doc for the protocol and its guarantees.
 
@@ -741,7 +755,10 @@ def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",
     :data:`REJECTION_BATCH`) mutations of a dense branch at once with the batched engine on its
     GPU, a CPU worker one at a time (``rejection_batch`` > 1 forces the batched engine on the
     CPU). ``data_dir`` (default ``.alz/data``) holds the
-    synthetic dataset and the temporary proxy work directories. Raises
+    synthetic dataset and the temporary proxy work directories. With nothing to do the worker
+    waits on LISTEN/NOTIFY (``listen``: ``None`` = unless ``ALZ_PGBOUNCER`` or ``ALZ_LISTEN=0``
+    says otherwise), polling again after ``poll_seconds``, doubled after each empty wait up
+    to ``max_poll_seconds`` (:class:`alz_db.notify.WorkWaiter`). Raises
     :class:`alz_db.NotFound` for an unknown ``search_id`` and :class:`alz_db.DatabaseUnavailable`
     when the database stayed unreachable for ``max_outage_seconds``.
     """
@@ -754,7 +771,7 @@ def run_worker(url: str, *, search_id: int | None = None, device: str = "cpu",
     data_dir = Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).resolve()
     worker = _Worker(url, search_id, device, stop or threading.Event(), lease_seconds,
                      idle_exit, data_dir, poll_seconds, max_outage_seconds, torch_threads,
-                     rejection_batch)
+                     rejection_batch, max_poll_seconds, listen)
     return worker.run()
 
 
