@@ -171,7 +171,7 @@ def test_alz_data_prepare_checks_a_dataset_and_writes_its_split(capsys, tmp_path
     (["data", "prepare", "/"], "not a known segmentation layout"),
     (["data", "prepare", "/", "--task", "det", "--config", "proxy"],
      "annotations/instances_train2017.json (train_dataloader.dataset.ann_file) does not exist"),
-    (["data", "prepare", "/", "--eval-count", "0"], "--eval-count=0 is invalid"),
+    (["data", "prepare", "/", "--eval-count", "0"], "--eval-count: 0 is out of range"),
 ])
 def test_alz_data_prepare_bad_input_is_one_line(capsys, argv, message) -> None:
     code = main(argv)

@@ -26,7 +26,7 @@ def test_parse_gpus() -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["--gpus", "0,a"], "--gpus '0,a' is invalid"),
-    (["--procs", "0"], "--procs 0 is invalid"),
+    (["--procs", "0"], "--procs: 0 is out of range"),
     (["--database-url", "mysql://x@y/z"], "is not supported"),
     (["--database-url", "postgresql://postgres@127.0.0.1:1/none"], "did not answer"),
 ])

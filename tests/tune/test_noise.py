@@ -69,7 +69,7 @@ def test_the_floor_is_shown_in_status_json_and_the_report(sessions, small_search
 def test_bad_noise_input_is_one_line(small_search, capsys, db_url) -> None:
     for argv, message in ((["--seeds", "0,0"], "--seeds '0,0' is invalid"),
                           (["--loss", "y*("], "--loss 'y*(' is invalid"),
-                          (["--procs", "0"], "--procs=0 is invalid")):
+                          (["--procs", "0"], "--procs: 0 is out of range")):
         code = main(["noise", small_search.name, *argv, "--database-url", db_url])
         out, err = capsys.readouterr()
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

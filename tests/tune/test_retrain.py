@@ -70,8 +70,10 @@ def test_retrain_errors_are_one_line(sessions, small_search, capsys, db_url) -> 
     for argv, message in (
             (["retrain", "999999999"], "candidate 999999999 does not exist"),
             (["retrain", "abc"], "candidate 'abc' is invalid"),
-            (["retrain", str(small_search.child), "--max-iters", "0"], "--max-iters=0"),
-            (["retrain", str(small_search.child), "--lr-scale", "-1"], "lr_scale=-1.0"),
+            (["retrain", str(small_search.child), "--max-iters", "0"],
+             "--max-iters: 0 is out of range"),
+            (["retrain", str(small_search.child), "--lr-scale", "-1"],
+             "--lr-scale: -1 is out of range"),
             (["retrain", str(small_search.child), "--config", "/no/such.py"],
              "--config '/no/such.py' is invalid: no such file"),
             (["retrain", str(small_search.child), "--config", "tiny", "--cfg-options", "x"],

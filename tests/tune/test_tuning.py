@@ -40,11 +40,12 @@ def test_never_tuned_candidate_has_no_trials(sessions, small_search) -> None:
 
 def test_tune_errors_are_one_line(small_search, capsys, db_url) -> None:
     for argv, message in ((["tune", "424242424"], "candidate 424242424 does not exist"),
-                          (["tune", str(small_search.child), "--trials", "0"], "trials=0"),
+                          (["tune", str(small_search.child), "--trials", "0"],
+                           "--trials: 0 is out of range"),
                           (["tune", str(small_search.child), "--lr-scale", "x"],
                            "--lr-scale 'x' is invalid"),
                           (["tune", str(small_search.child), "--workers", "-1"],
-                           "--workers=-1")):
+                           "--workers: -1 is out of range")):
         code = main([*argv, "--database-url", db_url])
         out, err = capsys.readouterr()
         assert code == 2, (argv, out, err)

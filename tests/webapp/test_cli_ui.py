@@ -31,7 +31,8 @@ def test_read_only_url_swaps_the_user() -> None:
 def test_ui_errors_are_one_line(capsys) -> None:
     assert main(["ui", "--port", "0", "--database-url", DEAD_URL]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --port=0 is invalid: expected 1..65535"]
+    assert err == ["error: alz ui: argument --port: 0 is out of range: expected an integer in "
+                   "[1, 65535]"]
     assert main(["ui", "--database-url", DEAD_URL]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: database at") and "did not answer" \
