@@ -1,4 +1,4 @@
-"""The search worker loop (DESIGN.md section 8): one process = one ``worker`` row.
+"""The search worker loop (the worker protocol: docs/store.md): one process = one ``worker`` row.
 
 :func:`run_worker` repeats, until stopped:
 
