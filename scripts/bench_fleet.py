@@ -840,7 +840,8 @@ def check_invariants(server: Server, search_id: int, budget: int, outcomes: dict
                          "AND a.outcome = 'done'",
         "class_twice": "SELECT count(*) FROM (SELECT c.fingerprint FROM evaluation e "
                        "JOIN candidate c ON c.id = e.candidate_id WHERE e.search_id = %(s)s "
-                       "AND e.kind = 'proxy' AND e.rung = 0 GROUP BY c.fingerprint "
+                       "AND e.kind = 'proxy' AND e.rung = 0 AND e.status <> 'failed' "
+                       "GROUP BY c.fingerprint "
                        "HAVING count(*) > 1) x",
         "bad_equivalent": "SELECT count(*) FROM candidate c JOIN candidate r "
                           "ON r.id = c.equivalent_to_id WHERE c.search_id = %(s)s "
@@ -891,7 +892,7 @@ def check_invariants(server: Server, search_id: int, budget: int, outcomes: dict
             f"the workers"),
         "one_proxy_run_per_class": verdict(
             v["class_twice"] == 0 and v["bad_equivalent"] == 0,
-            f"{v['class_twice']} fingerprint classes with two proxy evaluations, "
+            f"{v['class_twice']} fingerprint classes with two proxy evaluations not failed, "
             f"{v['bad_equivalent']} equivalents linked to a non-representative; "
             f"{v['equivalents']} equivalents joined a class"),
         "nothing_lost": verdict(
