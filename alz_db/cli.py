@@ -772,12 +772,17 @@ def cmd_search_stop(args: argparse.Namespace) -> int:
 
     with _unit_of_work(args) as s:
         info = stop_search(s, args.search)
+    return _changed(args, info, f"search {info.id} {info.name!r} is {info.status.value}: "
+                                f"running evaluations finish, nothing new starts (resume "
+                                f"with `alz search run {info.name}`)")
+
+
+def _changed(args: argparse.Namespace, info, text: str) -> int:  # noqa: ANN001 - SearchInfo
+    """What a command that changed a search prints: its JSON, or one line."""
     if args.json:
         print(json.dumps(_search_json(info)))
     else:
-        _say(f"search {info.id} {info.name!r} is {info.status.value}: running "
-                          f"evaluations finish, nothing new starts (resume with "
-                          f"`alz search run {info.name}`)")
+        _say(text)
     return 0
 
 
@@ -786,13 +791,9 @@ def cmd_search_resume(args: argparse.Namespace) -> int:
 
     with _unit_of_work(args) as s:
         info = resume_search(s, args.search)
-    if args.json:
-        print(json.dumps(_search_json(info)))
-    else:
-        _say(f"search {info.id} {info.name!r} is {info.status.value} again "
-             f"({info.evaluations_done} of {info.budget} proxy evaluations done): start "
-             f"workers, or `alz search run {info.name}`")
-    return 0
+    return _changed(args, info, f"search {info.id} {info.name!r} is {info.status.value} again "
+                                f"({info.evaluations_done} of {info.budget} proxy evaluations "
+                                f"done): start workers, or `alz search run {info.name}`")
 
 
 def cmd_search_rename(args: argparse.Namespace) -> int:
@@ -801,11 +802,7 @@ def cmd_search_rename(args: argparse.Namespace) -> int:
     with _unit_of_work(args) as s:
         old = _search_ref(s, args.search)
         info = rename_search(s, args.search, args.new_name)
-    if args.json:
-        print(json.dumps(_search_json(info)))
-    else:
-        _say(f"search {info.id} {old!r} is now {info.name!r}")
-    return 0
+    return _changed(args, info, f"search {info.id} {old!r} is now {info.name!r}")
 
 
 def _search_ref(s, ref: str) -> str:  # noqa: ANN001 - Session
@@ -1254,15 +1251,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --- parser ------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse with the CLI's error convention: one line ``error: ...``, exit status 2."""
-
-    def error(self, message: str):  # noqa: ANN201 - NoReturn
-        err_console.print(f"error: {self.prog}: {message}", markup=False, highlight=False,
-                          soft_wrap=True)
-        sys.exit(2)
-
-
 def _db_options(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     p.add_argument("--database-url", default=None, metavar="URL",
                    help="postgresql://user@host:port/database (default: $ALZ_DATABASE_URL, "
@@ -1419,7 +1407,7 @@ _COMMAND_MODULES: tuple[str, ...] = ("alz_db.cli_ui", "alz_db.cli_tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="alz", description="AutoLoss-Zero: search loss functions "
+    p = A.OneLineParser(prog="alz", description="AutoLoss-Zero: search loss functions "
                 "from scratch, and track the searches in PostgreSQL.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from collections.abc import Sequence
 
 #: 32-bit INTEGER columns of the store (budgets, population sizes, counts)
@@ -116,3 +117,12 @@ def utf8_problem(argv: Sequence[str]) -> str | None:
             return (f"argument {i} ({ascii(arg)}) is not valid UTF-8 text (names, paths and "
                     f"formulas are stored and shown as UTF-8)")
     return None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the command lines' error convention: one line ``error: PROG: ...`` on
+    stderr (no usage block) and exit status 2; sub-parsers inherit it."""
+
+    def error(self, message: str):  # noqa: ANN201 - NoReturn
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)

@@ -126,16 +126,8 @@ def spawn_workers(url: str, n_procs: int, search_id: int | None = None,
     return procs
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the command line's error convention: one line, exit status 2."""
-
-    def error(self, message: str):  # noqa: ANN201 - NoReturn
-        print(f"error: {self.prog}: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="alz-worker", description="Run AutoLoss-Zero search "
+    p = A.OneLineParser(prog="alz-worker", description="Run AutoLoss-Zero search "
                                 "workers that coordinate through PostgreSQL.")
     p.add_argument("--gpus", default=None, help="comma-separated GPU indices, one worker "
                    "per GPU (default or '': CPU workers)")

@@ -107,6 +107,7 @@ from alz_db import (  # noqa: E402
     submit_candidate,
     worker_heartbeat,
 )
+from alz_db import cli_args as A  # noqa: E402
 from alz_db.migrate import upgrade  # noqa: E402
 from alz_db.requests import forget_old_requests, new_key  # noqa: E402
 
@@ -114,6 +115,7 @@ DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 FORMULAS = ("-y*log(yhat)", "exp((y - sqrt(yhat))^2)", "-log(tanh(y/(1 + y)*sqrt(yhat)))",
             "abs(y - yhat)", "(yhat - y)^2 + yhat^4", "-y*tanh(yhat)")
 MUTATIONS = (MutationKind.INSERT, MutationKind.DELETE, MutationKind.REPLACE, MutationKind.REINIT)
+FRACTION = A.Number(0.0, 1.0)  # [0, 1]
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 #: the worker's retry policy for heart-beats and the reaper (alz_db.worker): the next beat retries
 BEAT_POLICY = RetryPolicy(attempts=2)
@@ -1008,34 +1010,18 @@ def markdown(report: dict) -> str:
 
 
 # --- main --------------------------------------------------------------------------------------
-def _fraction(x: str) -> float:
-    v = float(x)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"{x!r} is invalid: expected a fraction in [0, 1]")
-    return v
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    def parse(x: str) -> Any:
-        v = kind(x)
-        if not v > 0 or (kind is float and not math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"{x!r} is invalid: expected a positive number")
-        return v
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default=os.environ.get("ALZ_BENCH_URL", DEFAULT_URL),
                    help=f"maintenance database of the server (default {DEFAULT_URL})")
     p.add_argument("--workers", default="10,100,1000", help="levels: simulated workers, "
                    "comma-separated")
-    p.add_argument("--procs", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--procs", type=A.procs_or_zero, default=os.cpu_count() or 1,
                    help="processes the workers of a level are spread over (0: threads of this "
                         "process; default: the CPU count)")
-    p.add_argument("--evals-per-worker", type=_positive(int), default=3,
+    p.add_argument("--evals-per-worker", type=A.count, default=3,
                    help="budget of each level's search = workers x this (default 3)")
-    p.add_argument("--budget", type=_positive(int), default=None,
+    p.add_argument("--budget", type=A.count, default=None,
                    help="a fixed budget for every level instead")
     p.add_argument("--proxy-seconds", type=Distribution.parse,
                    default=Distribution.parse("lognormal:6,0.5"),
@@ -1044,31 +1030,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--evolve-seconds", type=Distribution.parse,
                    default=Distribution.parse("fixed:0.5"),
                    help="simulated rejection checks of one evolution step (default fixed:0.5)")
-    p.add_argument("--lease-seconds", type=_positive(float), default=6.0,
+    p.add_argument("--lease-seconds", type=A.positive, default=6.0,
                    help="lease; heart-beats every third, reaping every half (default 6: keep "
                         "it near the proxy time, as 60 s is to minutes of real training)")
-    p.add_argument("--poll-seconds", type=_positive(float), default=1.0,
+    p.add_argument("--poll-seconds", type=A.positive, default=1.0,
                    help="wait of an idle worker (the worker's default 1)")
-    p.add_argument("--equal-fraction", type=_fraction, default=0.2,
+    p.add_argument("--equal-fraction", type=FRACTION, default=0.2,
                    help="share of children whose fingerprint is one of --shared-classes "
                         "(default 0.2)")
-    p.add_argument("--shared-classes", type=_positive(int), default=5)
-    p.add_argument("--rejections-per-child", type=float, default=3.0,
+    p.add_argument("--shared-classes", type=A.count, default=5)
+    p.add_argument("--rejections-per-child", type=A.Number(0.0), default=3.0,
                    help="mean rejected mutations recorded with each child (Poisson; default 3)")
-    p.add_argument("--exhausted-rate", type=_fraction, default=0.05,
+    p.add_argument("--exhausted-rate", type=FRACTION, default=0.05,
                    help="share of evolution steps that end with rejection rows only "
                         "(record_rejections; default 0.05)")
-    p.add_argument("--curve-points", type=int, default=300,
+    p.add_argument("--curve-points", type=A.count_or_zero, default=300,
                    help="loss-curve points stored with each result (the tiny seg config: 300)")
-    p.add_argument("--population", type=_positive(int), default=2500,
+    p.add_argument("--population", type=A.count, default=2500,
                    help="population size P read before each step (default 2500)")
-    p.add_argument("--max-connections", type=_positive(int), default=None,
+    p.add_argument("--max-connections", type=A.count, default=None,
                    help="server connections the fleet may use (default: max_connections less "
                         "the reserved and current ones, less 10)")
     p.add_argument("--pgbouncer", action="store_true",
                    help="every worker connects through a PgBouncer (transaction mode)")
-    p.add_argument("--level-timeout", type=_positive(float), default=600.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level-timeout", type=A.positive, default=600.0)
+    p.add_argument("--seed", type=A.seed, default=0)
     p.add_argument("--keep", action="store_true", help="keep the scratch database")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p

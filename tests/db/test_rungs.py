@@ -110,11 +110,14 @@ def test_racing_promotions_continue_a_candidate_once(race_engine, sessions, uniq
         barrier.wait(10)
         results.append(run_in_transaction(factory, promote_by_rung, sid, 0))
 
-    threads = [threading.Thread(target=promote) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    def race() -> None:  # four workers promote at once
+        threads = [threading.Thread(target=promote) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+    race()
     with session_scope(sessions) as s:
         n = s.execute(text("SELECT count(*) FROM evaluation WHERE search_id = :s AND "
                            "rung = 1"), {"s": sid}).scalar_one()
@@ -126,11 +129,7 @@ def test_racing_promotions_continue_a_candidate_once(race_engine, sessions, uniq
         s.execute(text("UPDATE search SET evaluations_reserved = 3 WHERE id = :s"), {"s": sid})
     barrier.reset()
     results.clear()
-    threads = [threading.Thread(target=promote) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    race()
     with session_scope(sessions) as s:
         n = s.execute(text("SELECT count(*) FROM evaluation WHERE search_id = :s AND "
                            "rung = 1 AND status = :q"),

@@ -367,6 +367,18 @@ def assert_clean_exit(w: Worker, worker_id: int) -> dict[str, Any]:
     return summary
 
 
+def assert_late_result_refused(url: str, search_id: int, eid: int, w: Worker,
+                               worker_id: int) -> None:
+    """The worker whose lease of ``eid`` was reaped exited cleanly, abandoned that run (its
+    result refused) and recorded only the results it still owned."""
+    summary = assert_clean_exit(w, worker_id)
+    assert summary["evaluations_abandoned"] >= 1
+    assert summary["evaluations_done"] == results_of(url, search_id, worker_id)
+    log = w.log_text()
+    assert (f"evaluation {eid}: lease lost before the result was recorded" in log
+            or f"evaluation {eid} abandoned: lease lost" in log), log[-4000:]
+
+
 # --- the tests ------------------------------------------------------------------------------------
 def test_a_partitioned_host_loses_its_lease_and_its_late_result_is_refused(
         fault_db: str, voc_root: Path, tmp_path: Path, two_hosts: list[Host],
@@ -409,12 +421,7 @@ def test_a_partitioned_host_loses_its_lease_and_its_late_result_is_refused(
     # step of its curve either), notices the search finished and exits cleanly
     host.restore()
     cut.proc.wait(timeout=180)
-    summary = assert_clean_exit(cut, cut_id)
-    assert summary["evaluations_abandoned"] >= 1
-    assert summary["evaluations_done"] == results_of(fault_db, sid, cut_id)
-    log = cut.log_text()
-    assert (f"evaluation {eid}: lease lost before the result was recorded" in log
-            or f"evaluation {eid} abandoned: lease lost" in log), log[-4000:]
+    assert_late_result_refused(fault_db, sid, eid, cut, cut_id)
     assert snapshot(fault_db, sid) == before
     assert sql(fault_db, "SELECT status FROM worker WHERE id = %s", cut_id) == [("stopped",)]
 
@@ -450,12 +457,7 @@ def test_a_paused_worker_loses_its_lease_and_records_nothing_after_it_resumes(
     assert history[again - 1] == (again, other_id, "done") == history[-1]
     assert assert_clean_exit(other, other_id)["reaped"] >= 1
     assert f"reaped evaluation {eid} (worker {paused_id}, attempt {attempt})" in other.log_text()
-    summary = assert_clean_exit(paused, paused_id)
-    assert summary["evaluations_abandoned"] >= 1
-    assert summary["evaluations_done"] == results_of(fault_db, sid, paused_id)
-    log = paused.log_text()
-    assert (f"evaluation {eid}: lease lost before the result was recorded" in log
-            or f"evaluation {eid} abandoned: lease lost" in log), log[-4000:]
+    assert_late_result_refused(fault_db, sid, eid, paused, paused_id)
 
 
 
