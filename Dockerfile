@@ -3,7 +3,7 @@
 FROM python:3.11-slim
 
 # compilers: mmcv and xtcocotools are built from source by scripts/install.sh, and the
-# rejection kernel (alz_core/native) is compiled with `cc` on first use
+# rejection kernel (alz_core/rejection/native) is compiled with `cc` on first use
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential git libglib2.0-0 \

@@ -4,7 +4,6 @@ Public names are re-exported here; OpenMMLab is imported only by ``alz_core.mm``
 tasks, lazily.
 """
 
-from .catalogue import CATALOGUE, CatalogueEntry, get_entry
 from .config import (
     ConfigError,
     EvolutionConfig,
@@ -13,22 +12,20 @@ from .config import (
     ScoreMode,
     SearchSpaceConfig,
 )
-from .evaluate import CompiledGraph, rejection_reduce, training_reduce
-from .evolution import Candidate, Individual, run_evolution, tournament_select
-from .formula import FormulaError, parse_formula
-from .graph import BranchKind, Expr, GraphError, LossGraph
-from .mutation import InvalidReason, MutationKind, mutate, random_graph, validity_problem
-from .ops import EPS, OPS, OpSpec
-from .rejection import (
-    DenseRejectionProblem,
-    RejectionResult,
-    RejectReason,
-    StopReason,
-    Verdict,
-    check,
-    check_many,
-    check_plain,
-)
+from .evolution.candidate import Candidate, Individual
+from .evolution.mutation import MutationKind, mutate, random_graph
+from .evolution.regularized import run_evolution, tournament_select
+from .graph.catalogue import CATALOGUE, CatalogueEntry, get_entry
+from .graph.evaluate import CompiledGraph, rejection_reduce, training_reduce
+from .graph.expr import BranchKind, Expr
+from .graph.loss_graph import GraphError, LossGraph, parse_formula
+from .graph.ops import EPS, OPS, OpSpec
+from .graph.parser import FormulaError
+from .graph.validity import InvalidReason, validity_problem
+from .rejection.dense import DenseRejectionProblem
+from .rejection.parallel import check_many
+from .rejection.problem import check, check_plain
+from .rejection.result import RejectionResult, RejectReason, StopReason, Verdict
 
 __all__ = [
     "CATALOGUE", "EPS", "OPS", "BranchKind", "Candidate", "CatalogueEntry", "CompiledGraph",

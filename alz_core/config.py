@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import InvalidValue
-from .ops import OP_NAMES
+from .graph.ops import OP_NAMES
 
 #: The largest count a search stores: budgets and population sizes end up in 32-bit INTEGER
 #: columns of the PostgreSQL store (``search.budget``), so a larger one is refused here, before
@@ -134,7 +134,7 @@ class RejectionConfig:
     init_std: float = 0.01  # logits ~ N(0, init_std^2) when no model gives them
     seed: int = 0  # samples and initial logits
     fingerprint_digits: int = 6  # significant digits of the float64 gradient fingerprint
-    #: ``elementwise``: every gradient element rounded on its own (alz_core.equivalence);
+    #: ``elementwise``: every gradient element rounded on its own (alz_core.rejection.equivalence);
     #: ``global_cut``: the rule of searches created before it (stored configs without the key)
     fingerprint_scheme: str = "elementwise"
     #: boundary metrics (BIoU, BF1): the rejection protocol optimises the labels' class

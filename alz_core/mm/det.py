@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..det_metrics import box_iue
-from ..evaluate import CompiledGraph, training_reduce
-from ..graph import BranchKind, LossGraph
-from ..mutation import validity_problem
+from ..graph.evaluate import CompiledGraph, training_reduce
+from ..graph.expr import BranchKind
+from ..graph.loss_graph import LossGraph
+from ..graph.validity import validity_problem
+from ..metrics.detection import box_iue
 
 _REDUCTIONS = ("none", "mean", "sum")
 

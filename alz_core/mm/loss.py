@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..evaluate import CompiledGraph, training_reduce
-from ..graph import LossGraph
-from ..metrics import class_boundaries
+from ..graph.evaluate import CompiledGraph, training_reduce
+from ..graph.loss_graph import LossGraph
+from ..metrics.segmentation import class_boundaries
 
 
 class TargetKind(str, Enum):

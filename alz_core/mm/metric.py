@@ -2,7 +2,7 @@
 
 Registered in mmseg's ``METRICS`` by :mod:`alz_core.mm`. Values are fractions in [0, 1] (mmseg's
 own ``IoUMetric`` reports percentages), under the keys of
-:func:`alz_core.metrics.segmentation_metrics`: miou, fwiou, gacc, macc, biou, bf1.
+:func:`alz_core.metrics.segmentation.segmentation_metrics`: miou, fwiou, gacc, macc, biou, bf1.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
-from ..metrics import BOUNDARY_WIDTH, IGNORE_INDEX
-from ..seg_accumulator import SegStats, finish, seg_stats
+from ..metrics.seg_accumulator import SegStats, finish, seg_stats
+from ..metrics.segmentation import BOUNDARY_WIDTH, IGNORE_INDEX
 
 
 def _label_map(sample: object, key: str) -> torch.Tensor:
@@ -29,7 +29,7 @@ class ALZSegMetric(BaseMetric):
     """Accumulates per-image statistics of ``pred_sem_seg`` against ``gt_sem_seg``.
 
     ``num_classes`` defaults to ``len(dataset_meta['classes'])``. Images may differ in size;
-    the result equals :func:`alz_core.metrics.segmentation_metrics` on the stacked maps
+    the result equals :func:`alz_core.metrics.segmentation.segmentation_metrics` on the stacked maps
     whenever they can be stacked.
     """
 
@@ -57,7 +57,7 @@ class ALZSegMetric(BaseMetric):
             label = _label_map(sample, "gt_sem_seg").to(pred)
             s = seg_stats(pred, label, num_classes, self.ignore_index, self.boundary_width)
             # keep results on the CPU: the evaluator gathers them and the GPU memory is freed
-            self.results.append(SegStats(*(t.cpu() for t in s._fields())))
+            self.results.append(SegStats(*(t.cpu() for t in s.tensors())))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         if not results:

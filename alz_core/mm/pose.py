@@ -12,9 +12,10 @@ import torch
 from mmpose.registry import MODELS
 from torch import nn
 
-from ..evaluate import CompiledGraph
-from ..graph import BranchKind, LossGraph
-from ..mutation import validity_problem
+from ..graph.evaluate import CompiledGraph
+from ..graph.expr import BranchKind
+from ..graph.loss_graph import LossGraph
+from ..graph.validity import validity_problem
 
 
 class ALZHeatmapLoss(nn.Module):

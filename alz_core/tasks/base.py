@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..graph import BranchKind, LossGraph
+from ..graph.expr import BranchKind
+from ..graph.loss_graph import LossGraph
 from .configs import config_dicts
 
 

@@ -29,8 +29,9 @@ from ..data.splits import (
     write_coco_split,
 )
 from ..errors import one_line
-from ..graph import BranchKind, LossGraph
-from ..rejection_det import DET_BRANCHES, INS_BRANCHES, DetSampling, det_rejection_problems
+from ..graph.expr import BranchKind
+from ..graph.loss_graph import LossGraph
+from ..rejection.detection import DET_BRANCHES, INS_BRANCHES, DetSampling, det_rejection_problems
 from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
 from .configs import (
     ConfigProblem,
@@ -566,11 +567,11 @@ def rejection_problems(metric: str, config: Any, data_root: Path | None,
                        size: int | None) -> dict[str, Any]:
     """Registry entry point of ``det``: its four branches' rejection problems (``alz check``:
     from the data root's search split when it has one, else the synthetic scenes)."""
-    return rejection_problems_for("det", metric, config, _check_ann(data_root, "det"), size,
+    return rejection_problems_for("det", metric, config, check_ann(data_root, "det"), size,
                                   synthetic=data_root is None)
 
 
-def _check_ann(data_root: Path | None, task: str) -> Path | None:
+def check_ann(data_root: Path | None, task: str) -> Path | None:
     """``alz check``'s samples: the training part of the data root's newest search split."""
     if data_root is None:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .det import DetProxyTask, _check_ann, build_for, rejection_problems_for, setup_for
+from .det import DetProxyTask, build_for, check_ann, rejection_problems_for, setup_for
 
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "ins" / \
     "tiny_mask_rcnn_synthetic.py"
@@ -20,7 +20,7 @@ RETRAIN_CONFIG = TINY_CONFIG.parent / "mask_rcnn_r50_fpn_coco_retrain.py"
 def rejection_problems(metric: str, config: Any, data_root: Path | None,
                        size: int | None) -> dict[str, Any]:
     """Registry entry point of ``ins``: its five branches' rejection problems."""
-    return rejection_problems_for("ins", metric, config, _check_ann(data_root, "ins"), size,
+    return rejection_problems_for("ins", metric, config, check_ann(data_root, "ins"), size,
                                   synthetic=data_root is None)
 
 

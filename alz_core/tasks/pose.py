@@ -24,8 +24,9 @@ from ..data.coco_pose import (
 )
 from ..data.splits import SearchSplit, find_splits, split_for
 from ..errors import one_line
-from ..graph import BranchKind, LossGraph
-from ..rejection_heatmap import HeatmapRejectionProblem, heatmap_rejection_problem
+from ..graph.expr import BranchKind
+from ..graph.loss_graph import LossGraph
+from ..rejection.heatmap import HeatmapRejectionProblem, heatmap_rejection_problem
 from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
 from .configs import (
     ConfigProblem,

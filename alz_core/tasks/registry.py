@@ -23,9 +23,9 @@ from ..config import RejectionConfig
 from ..data.splits import SearchSplit
 from ..data.synthetic import VOC_NUM_CLASSES, synthetic_labels
 from ..errors import InvalidValue
-from ..graph import BranchKind
-from ..metrics import SEG_METRICS
-from ..rejection import DenseRejectionProblem
+from ..graph.expr import BranchKind
+from ..metrics.segmentation import SEG_METRICS
+from ..rejection.dense import DenseRejectionProblem
 from .configs import ConfigRef, DatasetInfo, config_digest, resolve_config
 
 
@@ -209,7 +209,7 @@ def seg_rejection_problem(metric: str, config: RejectionConfig | None = None,
         labels = load_label_maps(root, split, config.num_samples, config.seed, size=size)
     else:
         labels = synthetic_labels(config.seed, config.num_samples, size, num_classes)
-    from .seg import rejection_target
+    from .seg_config import rejection_target
 
     return DenseRejectionProblem(torch.from_numpy(labels).long(), num_classes, metric, config,
                                  target=rejection_target(check_metric(get_task("seg"), metric),

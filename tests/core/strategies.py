@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from alz_core.graph import INPUT_NAMES, Expr, LossGraph
-from alz_core.ops import BINARY_OPS, UNARY_OPS
+from alz_core.graph.expr import INPUT_NAMES, Expr
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.graph.ops import BINARY_OPS, UNARY_OPS
 
 #: Property tests run on a busy 2-core machine: no per-example deadline.
 PROPERTY = settings(deadline=None, max_examples=150,

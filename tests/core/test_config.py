@@ -18,7 +18,7 @@ from alz_core.config import (
     SearchSpaceConfig,
     config_to_dict,
 )
-from alz_core.ops import OP_NAMES
+from alz_core.graph.ops import OP_NAMES
 
 
 def test_defaults_are_the_seed_values() -> None:

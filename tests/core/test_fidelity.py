@@ -10,13 +10,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alz_core.catalogue import entries
 from alz_core.config import EvolutionConfig, RejectionConfig, SearchSpaceConfig
-from alz_core.equivalence import branch_fingerprint, scale_free_fingerprint
-from alz_core.evolution import Candidate, Individual, child_candidate, tournament_select
-from alz_core.graph import BranchKind, LossGraph
-from alz_core.mutation import MutationKind, random_graph
-from alz_core.rejection import RejectionResult, StopReason, Verdict
+from alz_core.evolution.candidate import Candidate, Individual
+from alz_core.evolution.mutation import MutationKind, random_graph
+from alz_core.evolution.regularized import child_candidate, tournament_select
+from alz_core.graph.catalogue import entries
+from alz_core.graph.expr import BranchKind
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.rejection.equivalence import branch_fingerprint, scale_free_fingerprint
+from alz_core.rejection.result import RejectionResult, StopReason, Verdict
 from alz_core.tasks.registry import seg_rejection_problem
 from tests.core.strategies import PROPERTY, SLOW_PROPERTY
 
@@ -30,7 +32,7 @@ def _probe(seed: int = 0, classes: int = 4, size: int = 6) -> dict[str, torch.Te
 
 
 def _gradient(graph: LossGraph, probe: dict[str, torch.Tensor]) -> np.ndarray | None:
-    from alz_core.evaluate import CompiledGraph, rejection_reduce
+    from alz_core.graph.evaluate import CompiledGraph, rejection_reduce
 
     yhat = probe["yhat"].clone().requires_grad_(True)
     loss = rejection_reduce(CompiledGraph(graph)({"yhat": yhat, "y": probe["y"]}))
@@ -185,7 +187,7 @@ def test_stored_configs_without_the_new_keys_run_as_before() -> None:
 
 
 def test_a_rescaled_cross_entropy_is_labelled_a_rediscovery() -> None:
-    from alz_core.catalogue import rediscovered
+    from alz_core.rejection.equivalence import rediscovered
 
     problem = seg_rejection_problem("miou", RejectionConfig(), size=16)
     for text in ("mean_c(-y*log(yhat))", "-y*log(yhat)*7 + y", "log(inv(yhat))*y"):
