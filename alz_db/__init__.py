@@ -92,6 +92,7 @@ from .records import (
     WorkerProblemRecord,
     WorkerRecord,
 )
+from .retention import prune_rejections
 from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, run_in_transaction
 from .roles import create_read_only_role, drop_role
 from .searches import (
@@ -132,7 +133,8 @@ __all__ = [
     "fail_search", "find_representative", "finish_evaluation", "finish_search_if_complete",
     "get_candidate", "get_evaluation", "get_search", "get_worker", "heartbeat", "leaderboard",
     "lineage", "list_searches", "list_workers", "make_engine", "make_session_factory",
-    "mark_lost_workers", "normalize_url", "queue_evaluation", "read_population",
+    "mark_lost_workers", "normalize_url", "prune_rejections", "queue_evaluation",
+    "read_population",
     "reap_expired_leases", "record_rejections", "record_steps", "register_worker",
     "release_embedded", "release_evaluation", "release_proxy_slot", "reserve_proxy_slot",
     "resolve_database_url",

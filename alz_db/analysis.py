@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session, aliased
 
-from alz_core.mutation import MutationKind
+from alz_core.evolution.mutation import MutationKind
 
 from .enums import CandidateStatus, FitnessKind
 from .errors import InvalidInput, NotFound
@@ -24,9 +24,9 @@ from .records import LeaderboardEntry, LineageEntry
 def leaderboard(session: Session, search_id: int, limit: int = 20,
                 offset: int = 0) -> list[LeaderboardEntry]:
     """The search's evaluated representatives, best fitness first (diverged last, ties to
-    the older candidate; with rungs, the higher rung first: :func:`alz_core.rungs.rank_key`).
-    Equivalents are not listed: they share their representative's fitness. Uses
-    ``ix_candidate_leaderboard``."""
+    the older candidate; with rungs, the higher rung first:
+    :func:`alz_core.evolution.rungs.rank_key`). Equivalents are not listed: they share their
+    representative's fitness. Uses ``ix_candidate_leaderboard``."""
     if limit < 1 or offset < 0:
         raise InvalidInput(f"limit={limit}, offset={offset} is invalid: expected limit >= 1 "
                            f"and offset >= 0")
@@ -52,7 +52,7 @@ def leaderboard(session: Session, search_id: int, limit: int = 20,
 def rung_counts(session: Session, search_id: int) -> list[dict[str, Any]]:
     """Per rung of a multi-fidelity search: its fraction and iterations, evaluations done and
     open, candidates that stopped there (their highest completed rung), the best metric."""
-    from alz_core.rungs import Rungs
+    from alz_core.evolution.rungs import Rungs
 
     from .enums import EvalKind, EvalStatus
     from .models import Evaluation, Search

@@ -37,8 +37,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectReason, StopReason, Verdict
+from alz_core.evolution.mutation import MutationKind
+from alz_core.rejection.result import RejectReason, StopReason, Verdict
 
 from .analysis import lineage, rung_counts
 from .candidates import get_candidate
@@ -47,7 +47,16 @@ from .enums import CandidateStatus, EvalKind, EvalStatus, FitnessKind, WorkerSta
 from .errors import InvalidInput, NotFound
 from .fitness import from_stored
 from .models import Candidate as CandidateRow
-from .models import Evaluation, EvaluationStep, Rejection, Search, Worker, sql_value
+from .models import (
+    Evaluation,
+    EvaluationStep,
+    Rejection,
+    RejectionCount,
+    RejectionSecond,
+    Search,
+    Worker,
+    sql_value,
+)
 from .queue import evaluations_of
 from .records import CandidateRecord, EvaluationRecord, LineageEntry, SearchInfo
 from .searches import _info as _search_info
@@ -162,31 +171,23 @@ def fitness_history(session: Session, search_id: int) -> list[FitnessPoint]:
     """The search's finished proxy evaluations in arrival order, with the running best (of
     full-schedule results, for a search with rungs): the data of the "fitness against proxy
     evaluations / time / compute" charts."""
-    from sqlalchemy import func
-
     info = get_search(session, search_id)
+    done = (Evaluation.search_id == info.id, Evaluation.kind == sql_value(EvalKind.PROXY),
+            Evaluation.status == sql_value(EvalStatus.DONE))
     rows = session.execute(
         select(Evaluation.candidate_id, Evaluation.fitness, Evaluation.fitness_kind,
                Evaluation.finished_at, Evaluation.seconds, Evaluation.rung, Evaluation.units)
-        .where(Evaluation.search_id == info.id, Evaluation.kind == sql_value(EvalKind.PROXY),
-               Evaluation.status == sql_value(EvalStatus.DONE))
-        .order_by(Evaluation.finished_at, Evaluation.id)).all()
+        .where(*done).order_by(Evaluation.finished_at, Evaluation.id)).all()
     if not rows:
         return []
-    second = func.date_trunc("second", Rejection.created_at)
-    checks = session.execute(
-        select(second, func.sum(Rejection.seconds)).where(Rejection.search_id == info.id)
-        .group_by(second).order_by(second)).all()
+    checks = _check_seconds_until(session, info.id, done)
     start = info.started_at or rows[0].finished_at
     out: list[FitnessPoint] = []
     best: float | None = None
-    proxy_s = checks_s = 0.0
+    proxy_s = 0.0
     units = 0
-    i = 0
     for n, r in enumerate(rows, 1):
-        while i < len(checks) and checks[i][0] <= r.finished_at:
-            checks_s += float(checks[i][1] or 0.0)
-            i += 1
+        checks_s = checks.get(r.finished_at, 0.0)
         proxy_s += float(r.seconds or 0.0)
         units += r.units
         f = from_stored(r.fitness, r.fitness_kind)
@@ -197,6 +198,26 @@ def fitness_history(session: Session, search_id: int) -> list[FitnessPoint]:
                                 max(0.0, (r.finished_at - start).total_seconds()),
                                 proxy_s + checks_s, r.rung, units / info.units_per_proxy))
     return out
+
+
+def _check_seconds_until(session: Session, search_id: int,
+                         done: tuple[Any, ...]) -> dict[datetime, float]:
+    """For each ``finished_at`` of the finished proxy evaluations (``done``), the seconds of
+    the search's rejection checks recorded until then, to the second (a check counts for a
+    result finished in or after its second). Summed in SQL over ``rejection_second``
+    (revision 0013: kept by the insert trigger, pruned rows included): a search spread over
+    48 h has about 10^5 seconds with checks, and only one number per result comes back."""
+    r = RejectionSecond
+    checks = select(r.second.label("t"), literal(0).label("k"), r.seconds.label("s")) \
+        .where(r.search_id == search_id)
+    results = select(Evaluation.finished_at.label("t"), literal(1).label("k"),
+                     literal(0.0, Double).label("s")).where(*done)
+    u = union_all(checks, results).subquery()
+    # a second's checks sort before the results of that second: they count for them
+    running = select(u.c.t, u.c.k, func.sum(u.c.s).over(order_by=(u.c.t, u.c.k)).label("c")) \
+        .subquery()
+    return {t: float(c or 0.0) for t, c in
+            session.execute(select(running.c.t, running.c.c).where(running.c.k == 1))}
 
 
 def search_workers(session: Session, search_id: int) -> list[Any]:
@@ -373,16 +394,16 @@ def _rejected_select(q: PopulationQuery):  # noqa: ANN202 - a Select
     ).where(*conds)
 
 
-def _sources(q: PopulationQuery) -> list[Any]:
-    out = []
+def _sources(q: PopulationQuery) -> dict[Verdict, Any]:
+    out = {}
     # candidate-only filters exclude every rejected graph, and the reason filter every
     # candidate: skip the side that cannot match instead of scanning it
     candidate_only = bool(q.statuses or q.mutations or q.best_only or
                           q.fitness_min is not None or q.fitness_max is not None)
     if Verdict.ACCEPT in q.verdicts and not q.reasons:
-        out.append(_accepted_select(q))
+        out[Verdict.ACCEPT] = _accepted_select(q)
     if Verdict.REJECT in q.verdicts and not candidate_only:
-        out.append(_rejected_select(q))
+        out[Verdict.REJECT] = _rejected_select(q)
     return out
 
 
@@ -423,17 +444,27 @@ def _row(r: Any) -> PopulationRow:
         formula=r.formula, created_at=r.created_at, evaluated_at=r.evaluated_at)
 
 
-def _count(session: Session, q: PopulationQuery, info: SearchInfo, sources: list[Any]) -> int:
-    if not q.filtered:
-        # the search's counters: O(1) on a million candidates
-        total = 0
-        if Verdict.ACCEPT in q.verdicts:
-            total += info.candidates
-        if Verdict.REJECT in q.verdicts:
-            total += info.rejections
-        return total
-    return sum(session.execute(select(func.count()).select_from(s.subquery())).scalar_one()
-               for s in sources)
+def _stored_rejected(session: Session, search_id: int,
+                     reasons: frozenset[RejectReason]) -> int:
+    """Rejected rows still stored (with one of ``reasons``, if any): O(1), from
+    ``rejection_count`` (revision 0013), which pruning keeps up to date."""
+    r = RejectionCount
+    conds: list[Any] = [r.search_id == search_id, r.verdict == sql_value(Verdict.REJECT)]
+    if reasons:
+        conds.append(r.reason.in_(sorted(x.value for x in reasons)))
+    return int(session.execute(select(func.coalesce(func.sum(r.stored), 0)).where(*conds))
+               .scalar_one())
+
+
+def _count(session: Session, q: PopulationQuery, info: SearchInfo, verdict: Verdict,
+           source: Any) -> int:
+    """Rows of one side of the table that match ``q``."""
+    if verdict is Verdict.ACCEPT and not q.filtered:
+        return info.candidates  # the search's counter: O(1) on a million candidates
+    if verdict is Verdict.REJECT and not q.formula_contains:
+        # the rejected side has no other filter than reasons and formula_contains
+        return _stored_rejected(session, q.search_id, q.reasons)
+    return session.execute(select(func.count()).select_from(source.subquery())).scalar_one()
 
 
 def population_page(session: Session, q: PopulationQuery) -> PopulationPage:
@@ -442,15 +473,21 @@ def population_page(session: Session, q: PopulationQuery) -> PopulationPage:
     :class:`NotFound` if the search does not exist."""
     info = get_search(session, q.search_id)
     sources = _sources(q)
+    counts = {v: _count(session, q, info, v, s) for v, s in sources.items()}
+    # a side with no matching row is not read (a search whose rejected rows were pruned: its
+    # index range would be walked to the end to find none)
+    sources = {v: s for v, s in sources.items() if counts[v]}
+    total = sum(counts.values())
     if not sources:
-        return PopulationPage([], 0, q)
+        return PopulationPage([], total, q)
     single = None
     if len(sources) == 1:
-        single = "accept" if Verdict.ACCEPT in q.verdicts and not q.reasons else "reject"
-    u = (sources[0] if len(sources) == 1 else union_all(*sources)).subquery("population")
+        single = next(iter(sources)).value
+    parts = list(sources.values())
+    u = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("population")
     rows = session.execute(select(u).order_by(*_order(q, u, single))
                            .offset(q.offset).limit(q.limit)).all()
-    return PopulationPage([_row(r) for r in rows], _count(session, q, info, sources), q)
+    return PopulationPage([_row(r) for r in rows], total, q)
 
 
 # --- one candidate -------------------------------------------------------------------------------

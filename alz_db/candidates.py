@@ -16,14 +16,27 @@ import hashlib
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    Row,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    func,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
-from alz_core.evolution import Candidate, Individual
-from alz_core.graph import LossGraph
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectionResult, Verdict
+from alz_core.evolution.candidate import Candidate, Individual
+from alz_core.evolution.mutation import MutationKind
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.rejection.result import RejectionResult, Verdict
 
 from .enums import CandidateStatus, EvalKind, FitnessKind, SearchStatus, SubmitOutcome
 from .errors import DuplicateRepresentative, InvalidInput, NotFound
@@ -42,7 +55,7 @@ _REPRESENTATIVE = text("equivalent_to_id IS NULL AND fingerprint IS NOT NULL "
 
 def candidate_hash(candidate: Candidate) -> str:
     """Structural hash of a candidate: the graph's own for one branch, else a digest of the
-    named branch hashes (like ``alz_core.equivalence.combine_fingerprints``)."""
+    named branch hashes (like ``alz_core.rejection.equivalence.combine_fingerprints``)."""
     if len(candidate.branches) == 1:
         return candidate.branches[0][1].structural_hash
     h = hashlib.sha256()
@@ -356,12 +369,15 @@ def _record_rejections(session: Session, search_id: int,
             worker_id=worker_id))
     if not rows:
         return 0
-    session.execute(insert(Rejection), rows)  # one executemany ("insertmanyvalues")
     rejected = sum(1 for r in rows if r["verdict"] is Verdict.REJECT)
+    # the search's row first, then the rows: the insert trigger (revision 0013) updates the
+    # search's rejection_count rows, so every writer locks the search row before those (in
+    # the other order, a child joining a class and one reserving a slot could deadlock)
     session.execute(update(Search).where(Search.id == search_id)
                     .values(rejection_checks=Search.rejection_checks + len(rows),
                             rejections=Search.rejections + rejected)
                     .execution_options(synchronize_session=False))
+    session.execute(insert(Rejection), rows)  # one executemany ("insertmanyvalues")
     return len(rows)
 
 
@@ -372,7 +388,8 @@ def read_population(session: Session, search_id: int, size: int, *,
 
     "Recent" is the order in which fitnesses became known (``evaluated_at``, then id): the
     queue of aging evolution. Candidates are immutable, so a worker may pass a ``cache`` of
-    already decoded graphs by id; only the missing ones are read and decoded.
+    already read candidates by id; only the missing ones are read. Their graphs are decoded
+    when first used (:meth:`~alz_core.graph.LossGraph.from_stored_text`).
     """
     if size < 1:
         raise InvalidInput(f"population size={size} is invalid: expected an integer >= 1")
@@ -385,9 +402,14 @@ def read_population(session: Session, search_id: int, size: int, *,
     cache = {} if cache is None else cache
     missing = [r.id for r in rows if r.id not in cache]
     if missing:
+        # one array parameter, not one bind parameter per id (P = 2,500 of them); the graphs
+        # as text, decoded when first used (a step reads a few parents of the population);
+        # branch_order as the driver's list (SQLAlchemy's ARRAY would visit every item)
         for gid, graphs, order in session.execute(
-                select(c.id, c.graphs, c.branch_order).where(c.id.in_(missing))):
-            cache[gid] = _candidate_from(graphs, order)
+                select(c.id, cast(c.graphs, Text), type_coerce(c.branch_order, NullType()))
+                .where(c.id == any_(bindparam("ids", missing, type_=ARRAY(BigInteger))))):
+            cache[gid] = Candidate(tuple((name, LossGraph.from_stored_text(graphs, name))
+                                         for name in order))
     return [Individual(r.id, cache[r.id], from_stored(r.fitness, r.fitness_kind), r.parent_id,
                        MutationKind(r.mutation), r.generation, r.fingerprint,
                        r.equivalent_to_id, r.rung)

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from alz_core.config import ConfigError, RejectionConfig
 from alz_core.errors import InvalidValue, one_line
-from alz_core.formula import FormulaError
+from alz_core.graph.parser import FormulaError
 
 from . import cli_args as A
 from .enums import FitnessKind, SearchStatus
@@ -48,7 +48,7 @@ class CLIError(Exception):
 
 
 def _parse_formula(text: str):
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
 
     try:
         return LossGraph.parse(text)
@@ -91,7 +91,7 @@ CHECK_ITERATIONS = (1, 100_000)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from alz_core.display import simplified_text
+    from alz_core.graph.display import simplified_text
     from alz_core.tasks.registry import TaskError, check_metric, get_task, rejection_problems
 
     try:
@@ -114,7 +114,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                        f"{', '.join(kind.inputs)}")
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise CLIError(f"--data-root {args.data_root}: not a directory")
-    from alz_core.rejection import check, check_plain
+    from alz_core.rejection.problem import check, check_plain
 
     with err_console.status("preparing samples", spinner="dots") as status:
         try:
@@ -165,7 +165,7 @@ def _print(text: str) -> None:
 
 # --- alz formula / catalogue -------------------------------------------------------------------
 def cmd_formula(args: argparse.Namespace) -> int:
-    from alz_core.display import simplified_text, to_latex
+    from alz_core.graph.display import simplified_text, to_latex
 
     graph = _parse_formula(args.formula)
     info = {"canonical": graph.text, "simplified": simplified_text(graph),
@@ -182,8 +182,8 @@ def cmd_formula(args: argparse.Namespace) -> int:
 
 
 def cmd_catalogue(args: argparse.Namespace) -> int:
-    from alz_core.catalogue import entries
-    from alz_core.mutation import validity_problem
+    from alz_core.graph.catalogue import entries
+    from alz_core.graph.validity import validity_problem
 
     rows = []
     for e in entries(task=args.task):
@@ -217,10 +217,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
     from alz_core.config import EvolutionConfig
-    from alz_core.display import simplified_text
-    from alz_core.equivalence import combine_fingerprints
-    from alz_core.evolution import run_evolution
-    from alz_core.rejection import check
+    from alz_core.evolution.regularized import run_evolution
+    from alz_core.graph.display import simplified_text
+    from alz_core.rejection.equivalence import combine_fingerprints
+    from alz_core.rejection.problem import check
     from alz_core.tasks.registry import TaskSettings, build_task, check_metric, get_task
 
     try:
@@ -470,6 +470,60 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alz db prune-rejections -------------------------------------------------------------------
+def cmd_db_prune_rejections(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from . import get_search, make_engine, make_session_factory, prune_rejections
+    from .models import RejectionCount
+    from .retention import PRUNE_STATEMENT_TIMEOUT_MS
+
+    def stored(s) -> int:  # noqa: ANN001 - Session
+        return int(s.execute(select(func.coalesce(func.sum(RejectionCount.stored), 0)).where(
+            RejectionCount.search_id == info.id, RejectionCount.verdict == "reject"))
+            .scalar_one())
+
+    db = _open(args)
+    db.engine.dispose()  # a maintenance command: longer statements than the store allows
+    db.engine = make_engine(db.url, statement_timeout_ms=PRUNE_STATEMENT_TIMEOUT_MS,
+                            application_name="alz-cli")
+    db.sessions = make_session_factory(db.engine)
+    try:
+        with db.session() as s:
+            info = get_search(s, args.search)
+            before = stored(s)
+        what = ("repeated checks of the same rejected graph" if args.keep_texts
+                else "rejected rows")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CLIError(f"pruning the {what} of search {info.id} {info.name!r} "
+                               f"({before} rejected rows stored) cannot be undone: pass --yes")
+            answer = input(f"delete the {what} of search {info.id} {info.name!r} ({before} "
+                           f"rejected rows stored)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                _say("nothing deleted")
+                return 1
+        deleted = 0
+        with err_console.status(f"pruning search {info.id}", spinner="dots"):
+            while True:  # one transaction per batch
+                with db.session() as s:
+                    n = prune_rejections(s, info.id, keep_texts=args.keep_texts)
+                deleted += n
+                if n == 0:
+                    break
+        with db.session() as s:
+            left = stored(s)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps({"search": info.id, "name": info.name, "keep_texts": args.keep_texts,
+                          "deleted": deleted, "rejected_rows_left": left}))
+    else:
+        _say(f"search {info.id} {info.name!r}: deleted {deleted} rejected rows, {left} left "
+             f"(the report's counts and the efficiency curve are unchanged)")
+    return 0
+
+
 # --- alz search create / list / status / stop --------------------------------------------------
 def _cfg_options(args: argparse.Namespace) -> dict:
     """``--cfg-options KEY=VALUE ...`` (mmengine's syntax) as a dict (one-line errors)."""
@@ -578,7 +632,7 @@ def _rungs_of(args: argparse.Namespace, setup):  # noqa: ANN001, ANN202 - TaskSe
     """``--rungs``/``--promote`` for the search's proxy schedule (its iterations: the config's,
     or ``--proxy-iters``); one-line errors."""
     from alz_core.config import ConfigError
-    from alz_core.rungs import parse_rungs
+    from alz_core.evolution.rungs import parse_rungs
     from alz_core.tasks.configs import load_config
 
     try:
@@ -856,8 +910,8 @@ def _stop_processes(procs: list, grace_s: float = 30.0) -> None:
 def _rediscoveries(info, formulas: list[str]) -> list[str | None]:  # noqa: ANN001
     """For each formula of a single-branch search: the catalogue loss it is a positive multiple
     of in gradient (``cross_entropy``, ...), else ``None``."""
-    from alz_core.catalogue import rediscovered
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
+    from alz_core.rejection.equivalence import rediscovered
     from alz_core.tasks.registry import get_task, rejection_problems
 
     if len(get_task(info.task).branches) != 1:
@@ -874,7 +928,7 @@ def _rediscoveries(info, formulas: list[str]) -> list[str | None]:  # noqa: ANN0
 
 
 def _print_result(db: _Database, search_id: int, limit: int = 5) -> None:
-    from alz_core.display import simplified_text
+    from alz_core.graph.display import simplified_text
 
     from . import get_candidate, get_search, leaderboard
     from .noise import noise_floor_of
@@ -1071,7 +1125,7 @@ def cmd_search_run(args: argparse.Namespace) -> int:
 def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
     from sqlalchemy import func, select
 
-    from alz_core.display import simplified_text, to_latex
+    from alz_core.graph.display import simplified_text, to_latex
 
     from . import evaluations_of, get_candidate, get_search
     from .models import Candidate as CandidateRow
@@ -1208,7 +1262,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def mm_snippet(formula: str, *, metric: str, comment: str = "") -> str:
     """An mmseg config snippet that trains with ``formula`` through ``alz_core.mm``."""
-    from alz_core.tasks.seg import BOUNDARY_METRICS
+    from alz_core.tasks.seg_config import BOUNDARY_METRICS
 
     # BIoU/BF1 losses were searched on the labels' class boundaries (the paper, A.1): keep that
     target = ", target='boundary'" if metric in BOUNDARY_METRICS else ""
@@ -1223,7 +1277,7 @@ def mm_snippet(formula: str, *, metric: str, comment: str = "") -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from alz_core.display import to_latex
+    from alz_core.graph.display import to_latex
 
     from . import get_candidate, get_search
 
@@ -1290,12 +1344,22 @@ def _add_data_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers act
 
 
 def _add_db_commands(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
-    db = sub.add_parser("db", help="the database: migrations")
+    db = sub.add_parser("db", help="the database: migrations, retention")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     u = dbsub.add_parser("upgrade", help="create or upgrade the schema to the newest "
                          "migration (Alembic); run it once per database, before the workers")
     _db_options(u)
     u.set_defaults(func=cmd_db_upgrade)
+    pr = dbsub.add_parser("prune-rejections", help="delete a search's rejected rows (or, with "
+                          "--keep-texts, its repeated checks of the same graph); the report's "
+                          "counts and the efficiency curve stay exact (asks first; --yes to "
+                          "skip)")
+    pr.add_argument("search", help="search id or name")
+    pr.add_argument("--keep-texts", action="store_true",
+                    help="keep one row per distinct rejected graph (its first check)")
+    pr.add_argument("--yes", action="store_true", help="do not ask")
+    _db_options(pr)
+    pr.set_defaults(func=cmd_db_prune_rejections)
 
     s = sub.add_parser("search", help="create, run, watch and stop searches")
     ssub = s.add_subparsers(dest="search_command", required=True, metavar="COMMAND")

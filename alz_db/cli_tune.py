@@ -5,8 +5,8 @@
 * ``alz tune CANDIDATE``: an Optuna study of the re-training settings in the same database,
   best settings written back to the candidate (:mod:`alz_db.tuning`);
 * ``alz ablation``: the search-efficiency study of the paper's appendix C
-  (:mod:`alz_core.ablation`), stored in the database (table ``experiment``) and written as JSON
-  and PNG;
+  (:mod:`alz_core.evolution.ablation`), stored in the database (table ``experiment``) and written as
+  JSON and PNG;
 * ``alz report SEARCH``: a self-contained HTML report (:mod:`alz_db.report`);
 * ``alz baselines SEARCH``: the best loss re-trained beside cross-entropy and the paper's
   Table 9 loss, same schedule and seeds.
@@ -272,10 +272,10 @@ def _ablation_unit(seed: int, config: dict[str, Any], task: str, metric: str,
     import shutil
     import tempfile
 
-    from alz_core.ablation import ARM_NAMES, AblationConfig, MeasuredCache, run_arm
     from alz_core.config import RejectionConfig
-    from alz_core.equivalence import combine_fingerprints
-    from alz_core.rejection import check as run_check
+    from alz_core.evolution.ablation import ARM_NAMES, AblationConfig, MeasuredCache, run_arm
+    from alz_core.rejection.equivalence import combine_fingerprints
+    from alz_core.rejection.problem import check as run_check
     from alz_core.tasks.registry import TaskSettings, build_task, get_task
 
     if torch_threads is not None:
@@ -428,7 +428,7 @@ def _resumable_traces(path: Path, result: Any) -> list[Any]:
     """The traces of the study at ``path`` that ``result`` (a new, empty study) can keep: the
     same task, metric, proxy iterations and config but for the seeds; only (arm, seed) runs it
     asks for. No file: nothing to keep. A file of another study: ``CLIError``."""
-    from alz_core.ablation import AblationResult
+    from alz_core.evolution.ablation import AblationResult
 
     if not path.is_file():
         return []
@@ -452,14 +452,9 @@ def _resumable_traces(path: Path, result: Any) -> list[Any]:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    from alz_core.ablation import (
-        AblationConfig,
-        AblationResult,
-        ArmTrace,
-        plot_ablation,
-        summary_markdown,
-    )
     from alz_core.config import ConfigError
+    from alz_core.evolution.ablation import AblationConfig, AblationResult, ArmTrace
+    from alz_core.evolution.ablation_report import plot_ablation, summary_markdown
     from alz_core.tasks.registry import TaskError, check_metric, get_task
 
     try:
@@ -643,7 +638,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             if not isinstance(ablation, dict) or not {"config", "traces", "task",
                                                       "metric"} <= set(ablation):
                 raise ValueError("not an ablation result (expected alz ablation's JSON)")
-            from alz_core.ablation import AblationResult
+            from alz_core.evolution.ablation import AblationResult
 
             AblationResult.from_json(ablation).summary()  # every field of the right type
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:

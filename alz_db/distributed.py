@@ -112,7 +112,7 @@ def _rank_main(rank: int, launch: Launch, port: int, spec: dict[str, Any], event
         else:
             torch.set_num_threads(int(spec.get("torch_threads") or 1))
         dist.init_process_group(launch.backend, rank=rank, world_size=launch.world_size)
-        from alz_core.evolution import Candidate
+        from alz_core.evolution.candidate import Candidate
 
         from .retrain import TrainingSettings, build_training_task, train_once
 

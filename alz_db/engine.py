@@ -3,17 +3,19 @@
 * :func:`resolve_database_url`: ``ALZ_DATABASE_URL`` if set, else the embedded PostgreSQL
   server of :mod:`alz_db.embedded` (started or joined).
 * :func:`make_engine`: psycopg 3, a small pool per process (``pool_size=2, max_overflow=2``,
-  ``pool_pre_ping`` so a connection broken by a server restart is replaced at checkout), and
-  per-transaction timeouts.
+  ``pool_pre_ping`` so a connection broken by a server restart is replaced at checkout, unless
+  the caller retries every unit anyway, as workers do), and timeouts.
 * :func:`session_scope`: one unit of work = one transaction, committed at the end or rolled back
   on error, with driver errors translated to :mod:`alz_db.errors`.
 * :func:`check_database`: a bounded connection test with a one-line error naming the URL.
 
-Nothing here relies on session state surviving a transaction: timeouts are ``SET LOCAL`` at the
-start of each transaction (PgBouncer in transaction mode hands each transaction a different
-server connection and, by default, refuses the ``options`` startup parameter), no advisory
-lock outlives its transaction, and ``pgbouncer=True`` turns off psycopg's server-side
-prepared statements, which transaction pooling cannot follow.
+Timeouts: on a direct connection they are set once, as the connection's ``options`` startup
+parameter (no statement per transaction); behind PgBouncer in transaction mode, which hands
+each transaction a different server connection and, by default, refuses ``options``, they are
+``SET LOCAL`` at the start of each transaction. Nothing else relies on session state
+surviving a transaction: no advisory lock outlives its transaction, and ``pgbouncer=True``
+turns off psycopg's server-side prepared statements, which transaction pooling cannot
+follow.
 """
 
 from __future__ import annotations
@@ -100,29 +102,36 @@ def make_engine(url: str | URL, *, statement_timeout_ms: int | None = DEFAULT_ST
                 DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
                 connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
                 pool_size: int = 2, max_overflow: int = 2, pgbouncer: bool | None = None,
-                application_name: str = "alz") -> Engine:
-    """An engine for one process: psycopg 3, a small pool, per-transaction timeouts.
+                application_name: str = "alz", pre_ping: bool = True) -> Engine:
+    """An engine for one process: psycopg 3, a small pool, timeouts on every transaction.
 
     A process holds at most ``pool_size + max_overflow`` connections; a fleet of hundreds of
     worker processes should go through PgBouncer (transaction mode, ``pgbouncer=True``;
     ``None``: true when the environment sets ``ALZ_PGBOUNCER=1``, which ``alz-worker
     --pgbouncer`` does for its workers). ``None`` disables a timeout (migrations).
+
+    ``pre_ping=False`` saves the ``SELECT 1`` round trip of every checkout, for callers that
+    run every unit of work through :func:`alz_db.retry.run_in_transaction`: a connection
+    broken by a server restart then fails the unit's first statement, the pool is invalidated
+    (SQLAlchemy recognises the disconnect) and the retry runs on a fresh connection.
     """
     if pgbouncer is None:
         pgbouncer = pgbouncer_from_env()
     u = normalize_url(url)
     connect_args: dict[str, object] = {"connect_timeout": connect_timeout_s,
                                        "application_name": application_name}
-    if pgbouncer:
-        connect_args["prepare_threshold"] = None
-    engine = create_engine(u, pool_size=pool_size, max_overflow=max_overflow,
-                           pool_pre_ping=True, pool_recycle=1800,
-                           connect_args=connect_args)
     settings = [(name, ms) for name, ms in (
         ("statement_timeout", statement_timeout_ms),
         ("lock_timeout", lock_timeout_ms),
         ("idle_in_transaction_session_timeout", idle_in_transaction_timeout_ms)) if ms]
-    if settings:
+    if pgbouncer:
+        connect_args["prepare_threshold"] = None
+    elif settings:
+        connect_args["options"] = " ".join(f"-c {name}={int(ms)}" for name, ms in settings)
+    engine = create_engine(u, pool_size=pool_size, max_overflow=max_overflow,
+                           pool_pre_ping=pre_ping, pool_recycle=1800,
+                           connect_args=connect_args)
+    if settings and pgbouncer:
         sql = "; ".join(f"SET LOCAL {name} = {int(ms)}" for name, ms in settings)
 
         @event.listens_for(engine, "begin")

@@ -88,6 +88,10 @@ def translate(exc: DBAPIError, url: str | None = None) -> StoreError:
     """The :class:`StoreError` for a SQLAlchemy DBAPI error (the original is its cause)."""
     state = sqlstate(exc)
     detail = _one_line(str(getattr(exc, "orig", None) or exc))
+    if "unsupported startup parameter" in detail:
+        # a direct connection sets its timeouts as startup options, which PgBouncer refuses
+        return StoreError(f"the server refused a startup parameter: {detail} (behind "
+                          "PgBouncer set ALZ_PGBOUNCER=1, or pass alz-worker --pgbouncer)")
     if state in _RETRYABLE or (state or "").startswith("08"):
         return TransientStoreError(f"transient database error ({state}): {detail}")
     if state in _TIMEOUT:

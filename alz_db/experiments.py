@@ -1,11 +1,11 @@
 """Stored results of whole studies (table ``experiment``, revision 0004).
 
 ``kind = 'ablation'``: a search-efficiency study (``alz ablation``), its result is
-:meth:`alz_core.ablation.AblationResult.to_json`; ``kind = 'baselines'``: re-trainings of a
-search's best loss beside the catalogue's baselines (``alz baselines``); ``kind = 'noise'``
+:meth:`alz_core.evolution.ablation.AblationResult.to_json`; ``kind = 'baselines'``: re-trainings of
+a search's best loss beside the catalogue's baselines (``alz baselines``); ``kind = 'noise'``
 (revision 0006): a loss trained on a search's proxy task over several seeds (``alz noise``,
-:mod:`alz_db.noise`). The report of a search
-shows the newest ablation of its task and metric and the newest baselines of the search.
+:mod:`alz_db.noise`). The report of a search shows the newest ablation of its task and metric and
+the newest baselines of the search.
 """
 
 from __future__ import annotations

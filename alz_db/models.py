@@ -20,6 +20,10 @@ Tables (one row per ...):
 ``rejection``
     run of the loss-rejection protocol on one branch graph, accepted or not. Graphs that were
     rejected never become candidates, so ``candidate_id`` is NULL for them.
+``rejection_count``, ``rejection_second``
+    revision 0013: per search, the rejection rows by verdict and reason (recorded, still
+    stored) and by second (the efficiency curve), kept by triggers on ``rejection``, so the
+    report and the curve stay exact when rows are pruned (``alz db prune-rejections``).
 ``evaluation``
     proxy or re-training run of a candidate: the work queue. ``status``, the owning worker
     and its lease (``lease_expires_at``, database clock), attempts, error, metrics, fitness.
@@ -70,8 +74,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectReason, StopReason, Verdict
+from alz_core.evolution.mutation import MutationKind
+from alz_core.rejection.result import RejectReason, StopReason, Verdict
 
 from .enums import (
     AttemptOutcome,
@@ -144,7 +148,7 @@ class Search(Base):
     # revision 0010: the last `alz search resume` (the failure streak restarts there)
     resumed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
     # revision 0011: budget units of a full proxy run, and of a new candidate's first rung
-    # (a search with rungs counts budget, reserved and done in units; alz_core.rungs)
+    # (a search with rungs counts budget, reserved and done in units; alz_core.evolution.rungs)
     units_per_proxy: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     first_rung_units: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP)
@@ -238,6 +242,9 @@ class Candidate(Base):
         Index("ix_candidate_leaderboard", "search_id", text("fitness DESC NULLS LAST"), "id",
               postgresql_where=text("status = 'evaluated'")),
         Index("ix_candidate_search_id_parent_id", "search_id", "parent_id"),
+        # revision 0013: the foreign key check of parent_id when candidates are deleted
+        Index("ix_candidate_parent_id", "parent_id",
+              postgresql_where=text("parent_id IS NOT NULL")),
         Index("ix_candidate_search_id_structural_hash", "search_id", "structural_hash"),
     )
 
@@ -274,7 +281,44 @@ class Rejection(Base):
         Index("ix_rejection_search_id_id", "search_id", "id"),
         Index("ix_rejection_candidate_id", "candidate_id",
               postgresql_where=text("candidate_id IS NOT NULL")),
+        # revision 0013: the ON DELETE SET NULL of parent_id when candidates are deleted
+        Index("ix_rejection_parent_id", "parent_id",
+              postgresql_where=text("parent_id IS NOT NULL")),
     )
+
+
+class RejectionCount(Base):
+    """Revision 0013: per search, verdict and reason, the rejection rows ever recorded
+    (``checks``, ``seconds``) and still stored (``stored``). Written only by the triggers of
+    ``rejection`` (see migrations/versions/0013_rejection_growth.py)."""
+
+    __tablename__ = "rejection_count"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    search_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("search.id", ondelete="CASCADE"))
+    verdict: Mapped[Verdict] = mapped_column(_enum(Verdict, 8))
+    reason: Mapped[RejectReason | None] = mapped_column(_enum(RejectReason, 32))
+    checks: Mapped[int] = mapped_column(BigInteger)
+    stored: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("uq_rejection_count_search_id_verdict_reason", "search_id", "verdict",
+              text("coalesce(reason, '')"), unique=True),
+    )
+
+
+class RejectionSecond(Base):
+    """Revision 0013: per search and second of ``created_at``, the checks recorded and their
+    seconds (the efficiency curve); written only by the triggers of ``rejection``."""
+
+    __tablename__ = "rejection_second"
+
+    search_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("search.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    second: Mapped[datetime] = mapped_column(TIMESTAMP, primary_key=True)
+    checks: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Double)
 
 
 class Evaluation(Base):
@@ -324,8 +368,13 @@ class Evaluation(Base):
               postgresql_where=text("kind = 'proxy'")),
         Index("ix_evaluation_candidate_id", "candidate_id"),
         # the queue and the reaper scan only these small partial indexes
-        Index("ix_evaluation_claimable", "search_id", "id",
+        # revision 0014: in the claim's order (promotions first, then the oldest)
+        Index("ix_evaluation_claimable", "search_id", text("rung DESC"), "id",
               postgresql_where=text("status IN ('queued', 'stale')")),
+        # revision 0014: "is a proxy run of this search still open" after every result
+        Index("ix_evaluation_open_proxy", "search_id",
+              postgresql_where=text("kind = 'proxy' AND status IN "
+                                    "('queued', 'running', 'stale')")),
         Index("ix_evaluation_lease", "lease_expires_at",
               postgresql_where=text("status = 'running'")),
     )

@@ -96,7 +96,7 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
 def _formulas(loss: str, task: str) -> tuple[str, dict[str, str]]:
     """(name, {branch: formula}) of ``loss`` on ``task``'s branches."""
     from alz_core.errors import InvalidValue
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
     from alz_core.tasks.registry import get_task
 
     branches = get_task(task).branches
@@ -123,7 +123,7 @@ def _one_seed(info: SearchInfo, formulas: dict[str, str], seed: int, max_iters: 
               data_dir: str, torch_threads: int | None) -> dict[str, Any]:
     """One training of the branches' ``formulas`` on the search's proxy task (in this or a
     spawned process)."""
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
 
     from .children import child_setup
     from .retrain import build_training_task
@@ -150,13 +150,13 @@ def _background(info: SearchInfo, max_iters: int | None, data_dir: str) -> float
     """The all-background prediction's metric on the search's evaluation images (seg)."""
     if info.task != "seg":
         return None
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
 
     from .retrain import build_training_task
 
     task, _ = build_training_task(info, config=None, max_iters=max_iters,
                                   data_dir=Path(data_dir), default="search")
-    from alz_core.tasks.seg import constant_prediction_metrics
+    from alz_core.tasks.seg_data import constant_prediction_metrics
 
     cfg = task.build_config(LossGraph.parse("-y*log(yhat)"), info.metric,
                             Path(tempfile.mkdtemp(prefix="alz-noise-")))

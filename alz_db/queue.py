@@ -33,13 +33,31 @@ one of its attempts (attempt outcome ``released``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    Integer,
+    Interval,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from .candidates import _candidate_from, release_proxy_slot
@@ -55,10 +73,10 @@ from .enums import (
 from .errors import InvalidInput, NotFound
 from .fitness import finite_or_none, from_stored, to_stored
 from .models import Candidate as CandidateRow
-from .models import Evaluation, EvaluationAttempt, EvaluationStep, Search, sql_value
+from .models import Evaluation, EvaluationAttempt, EvaluationStep, Request, Search, sql_value
 from .records import AttemptRecord, EvaluationRecord, Lease, ReapedEvaluation
-from .requests import once
-from .searches import fail_search, finish_search_if_complete
+from .requests import ConcurrentRequest, check_key, stored_result
+from .searches import fail_search, finish_if_complete_statement, finish_search_if_complete
 
 DEFAULT_LEASE_SECONDS = 60.0
 #: a search fails once this many of its proxy evaluations in a row failed for good
@@ -93,78 +111,123 @@ def claim_evaluation(session: Session, worker_id: int, *, search_id: int | None 
     ``key`` (the same for every retry of this claim): a second run after a lost commit reply
     returns the lease the first run took (if this worker still owns it) instead of claiming a
     second evaluation and leaving the first to expire with one of its attempts used.
+
+    One statement does the claim (the lease, its attempt row, the key in the request ledger,
+    the candidate's graphs): a claim is one round trip, and a claim that finds nothing writes
+    nothing (its transaction commits without a WAL flush). The key is written only with a
+    lease: a retry of an empty claim may claim, which is what a first run would have done.
     """
     kinds = tuple(EvalKind(k) for k in kinds)
     ids = None if search_ids is None else sorted({int(i) for i in search_ids})
-    return once(session, key, "claim_evaluation",
-                lambda: _claim(session, worker_id, search_id, kinds, lease_seconds, ids),
-                lambda lease: None if lease is None else
-                {"evaluation_id": lease.evaluation_id, "attempt": lease.attempt},
-                lambda data: None if data is None else
-                lease_of_attempt(session, worker_id, data["evaluation_id"], data["attempt"]))
+    if ids is not None and not ids:
+        return None
+    if key is not None:
+        check_key(key)
+    params: dict[str, Any] = {"p_worker_id": worker_id,
+                              "p_interval": _lease_interval(lease_seconds)}
+    if search_id is not None:
+        params["p_search_id"] = search_id
+    if ids is not None:
+        params["p_search_ids"] = ids
+    if key is not None:
+        params["p_key"] = key
+    statement = _claim_statement(frozenset(kinds), search_id is not None, ids is not None,
+                                 key is not None)
+    row = session.connection().execute(statement, params).one_or_none()
+    if row is not None and (key is None or row.ledger):
+        return _lease_from(row, worker_id)
+    if key is None:
+        return None
+    if row is not None:
+        # a concurrent run with this key committed its claim while this one ran (the
+        # ledger insert waited for it): this run's claim must not stand
+        raise ConcurrentRequest(f"request key {key!r} was claimed by a concurrent run")
+    prior = stored_result(session, key, CLAIM_KIND)
+    if prior is None:
+        return None
+    return lease_of_attempt(session, worker_id, prior["evaluation_id"], prior["attempt"])
 
 
-def lease_of_attempt(session: Session, worker_id: int, evaluation_id: int,
-                 attempt: int) -> Lease | None:
-    """The lease of a claim that committed, if that attempt still owns its evaluation."""
-    row = session.execute(
-        select(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
-               Evaluation.attempts, Evaluation.max_attempts, Evaluation.lease_expires_at,
-               Evaluation.params, Evaluation.rung)
-        .where(Evaluation.id == evaluation_id, Evaluation.status == EvalStatus.RUNNING,
-               Evaluation.worker_id == worker_id, Evaluation.attempts == attempt)
-    ).one_or_none()
-    return None if row is None else _lease_of(session, row, worker_id)
+CLAIM_KIND = "claim_evaluation"
+_LEASE_COLUMNS = (Evaluation.id, Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
+                  Evaluation.attempts, Evaluation.max_attempts, Evaluation.lease_expires_at,
+                  Evaluation.params, Evaluation.rung)
 
 
-def _lease_of(session: Session, row: Any, worker_id: int) -> Lease:
-    graphs, order = session.execute(
-        select(CandidateRow.graphs, CandidateRow.branch_order)
-        .where(CandidateRow.id == row.candidate_id)).one()
-    return Lease(evaluation_id=row.id, candidate_id=row.candidate_id, search_id=row.search_id,
-                 kind=EvalKind(row.kind), worker_id=worker_id, attempt=row.attempts,
-                 max_attempts=row.max_attempts, lease_expires_at=row.lease_expires_at,
-                 candidate=_candidate_from(graphs, order), params=dict(row.params),
-                 rung=row.rung)
-
-
-def _claim(session: Session, worker_id: int, search_id: int | None,
-           kinds: tuple[EvalKind, ...], lease_seconds: float,
-           ids: list[int] | None) -> Lease | None:
-    interval = _lease_interval(lease_seconds)
+@functools.cache
+def _claim_statement(kinds: frozenset[EvalKind], of_search: bool, of_searches: bool,
+                     keyed: bool):  # noqa: ANN202 - a Select with data-modifying CTEs
+    """The claim, built once per shape with bind parameters (``p_worker_id``, ``p_interval``,
+    and ``p_search_id`` / ``p_search_ids`` / ``p_key`` where the shape has them): building
+    and hashing a statement of this size costs more than running it. It runs on the session's
+    connection (Core): the ORM would read a parameter named like a column of an UPDATE as one
+    more value to SET, hence also the ``p_`` names."""
     searchable = ((Evaluation.kind == EvalKind.PROXY) & (Search.status == SearchStatus.RUNNING)) \
         | ((Evaluation.kind == EvalKind.RETRAIN)
            & Search.status.in_([SearchStatus.RUNNING, SearchStatus.FINISHED]))
     pick = (select(Evaluation.id).join(Search, Search.id == Evaluation.search_id)
             .where(Evaluation.status.in_([sql_value(x) for x in _CLAIMABLE]),
-                   Evaluation.kind.in_(kinds),
+                   Evaluation.kind.in_(sorted(kinds, key=lambda k: k.value)),
                    Evaluation.attempts - Evaluation.releases < Evaluation.max_attempts,
                    searchable)
             # promotions first (ASHA: a continuing candidate before a new one)
             .order_by(Evaluation.rung.desc(), Evaluation.id).limit(1)
             .with_for_update(of=Evaluation, skip_locked=True))
-    if search_id is not None:
-        pick = pick.where(Evaluation.search_id == search_id)
-    if ids is not None:
-        if not ids:
-            return None
-        pick = pick.where(Evaluation.search_id.in_(ids))
+    if of_search:
+        pick = pick.where(Evaluation.search_id == bindparam("p_search_id", type_=BigInteger))
+    if of_searches:
+        pick = pick.where(Evaluation.search_id == any_(
+            bindparam("p_search_ids", type_=ARRAY(BigInteger))))
+    worker_id = bindparam("p_worker_id", type_=BigInteger)
+    claimable = [Evaluation.id == pick.scalar_subquery()]
+    if keyed:  # a retry whose first run committed claims nothing more
+        claimable.append(~exists().where(Request.key == bindparam("p_key", type_=String)))
+    picked = (update(Evaluation).where(*claimable)
+              .values(status=EvalStatus.RUNNING, worker_id=worker_id,
+                      attempts=Evaluation.attempts + 1,
+                      lease_expires_at=func.now() + bindparam("p_interval", type_=Interval),
+                      heartbeat_at=func.now(),
+                      started_at=func.coalesce(Evaluation.started_at, func.now()))
+              .returning(*_LEASE_COLUMNS).cte("picked"))
+    attempt = (insert(EvaluationAttempt)
+               .from_select(["evaluation_id", "attempt", "worker_id"],
+                            select(picked.c.id, picked.c.attempts, worker_id))
+               .on_conflict_do_nothing().cte("attempt"))
+    columns = [*picked.c, CandidateRow.graphs, CandidateRow.branch_order]
+    ctes = [attempt]
+    if keyed:
+        ledger = (insert(Request)
+                  .from_select(["key", "kind", "result"],
+                               select(bindparam("p_key", type_=String), literal(CLAIM_KIND),
+                                      func.jsonb_build_object("evaluation_id", picked.c.id,
+                                                              "attempt", picked.c.attempts)))
+                  .on_conflict_do_nothing().returning(Request.key).cte("ledger"))
+        columns.append(select(func.count()).select_from(ledger).scalar_subquery()
+                       .label("ledger"))
+        ctes.append(ledger)
+    return (select(*columns).join_from(picked, CandidateRow,
+                                       CandidateRow.id == picked.c.candidate_id)
+            .add_cte(*ctes))
+
+
+def lease_of_attempt(session: Session, worker_id: int, evaluation_id: int,
+                     attempt: int) -> Lease | None:
+    """The lease of a claim that committed, if that attempt still owns its evaluation."""
     row = session.execute(
-        update(Evaluation).where(Evaluation.id == pick.scalar_subquery())
-        .values(status=EvalStatus.RUNNING, worker_id=worker_id,
-                attempts=Evaluation.attempts + 1, lease_expires_at=func.now() + interval,
-                heartbeat_at=func.now(),
-                started_at=func.coalesce(Evaluation.started_at, func.now()))
-        .returning(Evaluation.id, Evaluation.candidate_id, Evaluation.search_id,
-                   Evaluation.kind, Evaluation.attempts, Evaluation.max_attempts,
-                   Evaluation.lease_expires_at, Evaluation.params, Evaluation.rung)
-        .execution_options(synchronize_session=False)).one_or_none()
-    if row is None:
-        return None
-    session.execute(insert(EvaluationAttempt)
-                    .values(evaluation_id=row.id, attempt=row.attempts, worker_id=worker_id)
-                    .on_conflict_do_nothing())
-    return _lease_of(session, row, worker_id)
+        select(*_LEASE_COLUMNS, CandidateRow.graphs, CandidateRow.branch_order)
+        .join(CandidateRow, CandidateRow.id == Evaluation.candidate_id)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == EvalStatus.RUNNING,
+               Evaluation.worker_id == worker_id, Evaluation.attempts == attempt)
+    ).one_or_none()
+    return None if row is None else _lease_from(row, worker_id)
+
+
+def _lease_from(row: Any, worker_id: int) -> Lease:
+    return Lease(evaluation_id=row.id, candidate_id=row.candidate_id, search_id=row.search_id,
+                 kind=EvalKind(row.kind), worker_id=worker_id, attempt=row.attempts,
+                 max_attempts=row.max_attempts, lease_expires_at=row.lease_expires_at,
+                 candidate=_candidate_from(row.graphs, row.branch_order),
+                 params=dict(row.params), rung=row.rung)
 
 
 def heartbeat(session: Session, lease: Lease,
@@ -214,63 +277,121 @@ def finish_evaluation(session: Session, lease: Lease, *, fitness: float | None,
     ``diverged``). For a proxy evaluation this also sets the candidate's fitness, gives it to
     the candidate's waiting equivalents, counts ``evaluations_done``, updates the search's best
     and finishes the search when the budget is complete.
+
+    Two statements for a proxy run (one otherwise): the first records the result
+    (:func:`_finish_statement`: the evaluation, its attempt, the candidate, the search's
+    counters); the second gives the result to the candidate's waiting equivalents and
+    finishes the search if that was its last result (:func:`_members_statement`). The second
+    must be a statement of its own: READ COMMITTED gives each statement the snapshot of its
+    start, and only a snapshot taken after the first statement got its row locks sees
+
+    * an equivalent whose transaction held the candidate row (``FOR SHARE``,
+      :func:`alz_db.add_candidate`) while the first statement waited for it, and
+    * a concurrent finish of the same search that held the search row: otherwise two last
+      results would each see the other still running and neither would finish the search.
     """
     value, kind = to_stored(fitness)
-    row = session.execute(
-        update(Evaluation).where(_owned(lease))
-        .values(status=EvalStatus.DONE, fitness=value, fitness_kind=kind,
-                metrics=_json_safe(metrics) if metrics is not None else None,
-                seconds=finite_or_none(seconds), finished_at=func.now(), error=None)
-        .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
-                   Evaluation.rung, Evaluation.units)
-        .execution_options(synchronize_session=False)).one_or_none()
+    row = session.connection().execute(_finish_statement(value is not None), {
+        "p_evaluation_id": lease.evaluation_id, "p_worker_id": lease.worker_id,
+        "p_attempt": lease.attempt, "p_fitness": value, "p_fitness_kind": kind,
+        "p_metrics": _json_safe(metrics) if metrics is not None else None,
+        "p_seconds": finite_or_none(seconds)}).one_or_none()
     if row is None:
         return _not_owned_outcome(session, lease, AttemptOutcome.DONE)
-    _close_attempt(session, lease.evaluation_id, lease.attempt, AttemptOutcome.DONE)
     if EvalKind(row.kind) is not EvalKind.PROXY:
         return FinishOutcome.RECORDED
-    first = row.rung == 0
-    # the candidate's fitness is the metric of the highest rung it completed; its place in
-    # the aging queue (evaluated_at) is set by its first result only
-    session.execute(
-        update(CandidateRow).where(CandidateRow.id == row.candidate_id)
-        .values(status=CandidateStatus.EVALUATED, fitness=value, fitness_kind=kind,
-                rung=row.rung, **({"evaluated_at": func.now()} if first else {}))
-        .execution_options(synchronize_session=False))
-    members = (CandidateRow.fitness_kind.is_(None) if first
-               else CandidateRow.rung < row.rung)
-    session.execute(
-        update(CandidateRow)
-        .where(CandidateRow.equivalent_to_id == row.candidate_id, members)
-        .values(fitness=value, fitness_kind=kind, rung=row.rung,
-                **({"evaluated_at": func.now()} if first else {}))
-        .execution_options(synchronize_session=False))
-    top = session.execute(select(Search.units_per_proxy)
-                          .where(Search.id == row.search_id)).scalar_one() == row.units
-    values: dict[str, Any] = {"evaluations_done": Search.evaluations_done + row.units}
-    if value is not None and top:  # the best of the full proxy schedule
-        # both SET expressions see the row as it was: best and its candidate stay consistent
-        better = Search.best_fitness.is_(None) | (Search.best_fitness < value)
-        values["best_fitness"] = case((better, value), else_=Search.best_fitness)
-        values["best_candidate_id"] = case((better, row.candidate_id),
-                                           else_=Search.best_candidate_id)
-    session.execute(update(Search).where(Search.id == row.search_id).values(**values)
-                    .execution_options(synchronize_session=False))
-    if not top:
+    if not row.top:
         promote_by_rung(session, row.search_id, row.rung)
-    finish_search_if_complete(session, row.search_id)
+    session.connection().execute(_members_statement(), {
+        "p_candidate_id": row.candidate_id, "p_rung": row.rung, "p_fitness": value,
+        "p_fitness_kind": kind, "p_search_id": row.search_id})
     return FinishOutcome.RECORDED
 
 
+@functools.cache
+def _finish_statement(finite: bool):  # noqa: ANN202 - a Select with data-modifying CTEs
+    """The result in one round trip, built once (bind parameters ``p_evaluation_id``,
+    ``p_worker_id``, ``p_attempt``: the lease; ``p_fitness``, ``p_fitness_kind``,
+    ``p_metrics``, ``p_seconds``): the evaluation (only while the lease owns it), its attempt,
+    and for a proxy run the candidate and the search's counters, and its best when the fitness
+    is ``finite``. Selects the evaluation's kind, search, candidate, rung and whether it was
+    the full proxy schedule (``top``); no row: the lease does not own the evaluation."""
+    evaluation_id = bindparam("p_evaluation_id", type_=BigInteger)
+    attempt = bindparam("p_attempt", type_=Integer)
+    value = bindparam("p_fitness", type_=Double)
+    kind = bindparam("p_fitness_kind", type_=Evaluation.fitness_kind.type)
+    owned = and_(Evaluation.id == evaluation_id, Evaluation.status == EvalStatus.RUNNING,
+                 Evaluation.worker_id == bindparam("p_worker_id", type_=BigInteger),
+                 Evaluation.attempts == attempt)
+    done = (update(Evaluation).where(owned)
+            .values(status=EvalStatus.DONE, fitness=value, fitness_kind=kind,
+                    metrics=bindparam("p_metrics", type_=Evaluation.metrics.type),
+                    seconds=bindparam("p_seconds", type_=Double), finished_at=func.now(),
+                    error=None)
+            .returning(Evaluation.candidate_id, Evaluation.search_id, Evaluation.kind,
+                       Evaluation.rung, Evaluation.units).cte("done"))
+    closed = (update(EvaluationAttempt)
+              .where(EvaluationAttempt.evaluation_id == evaluation_id,
+                     EvaluationAttempt.attempt == attempt,
+                     EvaluationAttempt.outcome.is_(None), exists(select(done.c.kind)))
+              .values(ended_at=func.now(), outcome=AttemptOutcome.DONE, error=None)
+              .cte("closed"))
+    proxy = done.c.kind == EvalKind.PROXY
+    first = done.c.rung == 0
+    c = CandidateRow
+    # the candidate's fitness is the metric of the highest rung it completed; its place in
+    # the aging queue (evaluated_at) is set by its first result only
+    evaluated_at = case((first, func.now()), else_=c.evaluated_at)
+    representative = (update(c).where(c.id == done.c.candidate_id, proxy)
+                      .values(status=CandidateStatus.EVALUATED, fitness=value,
+                              fitness_kind=kind, rung=done.c.rung, evaluated_at=evaluated_at)
+                      .cte("representative"))
+    top = done.c.units == Search.units_per_proxy
+    values: dict[str, Any] = {"evaluations_done": Search.evaluations_done + done.c.units}
+    if finite:  # the best of the full proxy schedule
+        # both SET expressions see the row as it was: best and its candidate stay consistent
+        better = top & (Search.best_fitness.is_(None) | (Search.best_fitness < value))
+        values["best_fitness"] = case((better, value), else_=Search.best_fitness)
+        values["best_candidate_id"] = case((better, done.c.candidate_id),
+                                           else_=Search.best_candidate_id)
+    counted = (update(Search).where(Search.id == done.c.search_id, proxy).values(**values)
+               .returning(Search.id, top.label("top")).cte("counted"))
+    return (select(done.c.kind, done.c.search_id, done.c.candidate_id, done.c.rung,
+                   func.coalesce(counted.c.top, True).label("top"))
+            .select_from(done.outerjoin(counted, counted.c.id == done.c.search_id))
+            .add_cte(closed, representative))
+
+
+@functools.cache
+def _members_statement():  # noqa: ANN202 - an Update with a data-modifying CTE
+    """The proxy result's second statement, built once (``p_candidate_id``, ``p_rung``,
+    ``p_fitness``, ``p_fitness_kind``, ``p_search_id``): the candidate's equivalents still
+    without a result at this rung get it (the first result also places them in the aging
+    queue), then :func:`alz_db.finish_search_if_complete`'s update."""
+    c = CandidateRow
+    rung = bindparam("p_rung", type_=Integer)
+    first = rung == 0
+    members = (update(c)
+               .where(c.equivalent_to_id == bindparam("p_candidate_id", type_=BigInteger),
+                      case((first, c.fitness_kind.is_(None)), else_=c.rung < rung))
+               .values(fitness=bindparam("p_fitness", type_=Double),
+                       fitness_kind=bindparam("p_fitness_kind",
+                                              type_=Evaluation.fitness_kind.type),
+                       rung=rung, evaluated_at=case((first, func.now()),
+                                                    else_=c.evaluated_at))
+               .cte("members"))
+    return finish_if_complete_statement().add_cte(members)
+
+
 def promote_by_rung(session: Session, search_id: int, rung: int) -> list[int]:
-    """ASHA at ``rung`` (:func:`alz_core.rungs.promotions`): queue the next rung of every
+    """ASHA at ``rung`` (:func:`alz_core.evolution.rungs.promotions`): queue the next rung of every
     candidate now within the top ``promote`` fraction of the rung's results and not promoted
     yet, while the budget allows; the promoted candidates' ids.
 
     The search row is locked first, so concurrent finishes of one search decide promotions
     one after the other (and the unique index on ``(candidate_id, rung)`` of proxy
     evaluations refuses a second continuation anyway)."""
-    from alz_core.rungs import Rungs, promotions
+    from alz_core.evolution.rungs import Rungs, promotions
 
     from .candidates import queue_evaluation, reserve_proxy_slot
 

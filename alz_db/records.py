@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from alz_core.config import EvolutionConfig, RejectionConfig, SearchSpaceConfig
-from alz_core.evolution import Candidate, Individual
-from alz_core.mutation import MutationKind
-from alz_core.rungs import Rungs
+from alz_core.evolution.candidate import Candidate, Individual
+from alz_core.evolution.mutation import MutationKind
+from alz_core.evolution.rungs import Rungs
 
 from .enums import (
     AttemptOutcome,

@@ -37,7 +37,7 @@ from .analysis import leaderboard, lineage
 from .candidates import get_candidate
 from .enums import EvalKind, EvalStatus
 from .experiments import latest_experiment
-from .models import Evaluation, Rejection
+from .models import Evaluation, RejectionCount
 from .queue import evaluations_of
 from .records import SearchInfo
 from .retrain import tuned_settings_of
@@ -67,7 +67,7 @@ def collect_report(session: Session, search_ref: int | str, *, top: int = 5,
                    ablation: Mapping[str, Any] | None = None) -> ReportData:
     """Read what :func:`render_report` needs. ``ablation``: a study result (JSON) to show
     instead of the newest stored one. ``NotFound`` for an unknown search."""
-    from alz_core.display import simplified_text, to_latex
+    from alz_core.graph.display import simplified_text, to_latex
 
     info = get_search(session, search_ref)
     proxy = [e for e in evaluations_of(session, search_id=info.id, status=EvalStatus.DONE)
@@ -100,14 +100,15 @@ def collect_report(session: Session, search_ref: int | str, *, top: int = 5,
                   "generation": x.generation, "mutation": x.mutation.value,
                   "status": x.status.value, "fitness": x.fitness, "formula": x.formula}
                  for x in lineage(session, entries[0].candidate_id)]
+    # every check recorded, pruned rows included (revision 0013: kept by the insert trigger)
     by_reason = session.execute(
-        select(Rejection.verdict, Rejection.reason, func.count(), func.avg(Rejection.seconds))
-        .where(Rejection.search_id == info.id)
-        .group_by(Rejection.verdict, Rejection.reason)).all()
+        select(RejectionCount.verdict, RejectionCount.reason, RejectionCount.checks,
+               RejectionCount.seconds)
+        .where(RejectionCount.search_id == info.id, RejectionCount.checks > 0)).all()
     reasons = sorted(({"verdict": v.value if hasattr(v, "value") else str(v),
                        "reason": None if r is None else (r.value if hasattr(r, "value")
                                                          else str(r)),
-                       "count": int(n), "mean_seconds": None if s is None else float(s)}
+                       "count": int(n), "mean_seconds": float(s) / n}
                       for v, r, n, s in by_reason), key=lambda d: -d["count"])
     checks = sum(d["count"] for d in reasons)
     accepted = sum(d["count"] for d in reasons if d["verdict"] == "accept")
@@ -298,7 +299,8 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset
 def _efficiency_section(ablation: Mapping[str, Any], out: Path) -> str:
     """The ablation study's figure (``out/ablation.png``) and table; every field comes from a
     file or a row anyone may have written, so each is escaped."""
-    from alz_core.ablation import AblationResult, plot_ablation
+    from alz_core.evolution.ablation import AblationResult
+    from alz_core.evolution.ablation_report import plot_ablation
 
     chunks: list[str] = []
     result = AblationResult.from_json(ablation)

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from .errors import InvalidInput
+from .errors import InvalidInput, TransientStoreError
 from .models import Request
 
 T = TypeVar("T")
@@ -38,6 +38,34 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+class ConcurrentRequest(TransientStoreError):
+    """Another run with the same key committed while this one ran: roll back and run again
+    (the next run finds the first one's result). Transient, so
+    :func:`alz_db.retry.run_in_transaction` does that by itself."""
+
+
+def check_key(key: object) -> None:
+    """Refuse a key that is not 1 to 64 characters of text (:class:`InvalidInput`)."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 64:
+        raise InvalidInput(f"request key {key!r} is invalid: expected 1 to 64 characters")
+
+
+def stored_result(session: Session, key: str, kind: str) -> Any | None:
+    """The stored result of the committed ``kind`` unit with ``key``, or ``None`` if no unit
+    with this key committed (:class:`InvalidInput` if the key belongs to another kind)."""
+    row = session.execute(select(Request.kind, Request.result)
+                          .where(Request.key == key)).one_or_none()
+    if row is None:
+        return None
+    _same_kind(key, row.kind, kind)
+    return row.result
+
+
+def _same_kind(key: str, stored: str, kind: str) -> None:
+    if stored != kind:
+        raise InvalidInput(f"request key {key!r} was used by a {stored!r} unit, not {kind!r}")
+
+
 def once(session: Session, key: str | None, kind: str, work: Callable[[], T],
          encode: Callable[[T], Any], decode: Callable[[Any], T]) -> T:
     """``work()`` once per ``key``: the first run's result (``encode``-d to JSON and stored
@@ -45,16 +73,13 @@ def once(session: Session, key: str | None, kind: str, work: Callable[[], T],
     result ``decode``-d. ``key=None``: no ledger, ``work()`` as is."""
     if key is None:
         return work()
-    if not isinstance(key, str) or not 1 <= len(key) <= 64:
-        raise InvalidInput(f"request key {key!r} is invalid: expected 1 to 64 characters")
+    check_key(key)
     fresh = session.execute(insert(Request).values(key=key, kind=kind)
                             .on_conflict_do_nothing().returning(Request.key)).scalar_one_or_none()
     if fresh is None:
         row = session.execute(select(Request.kind, Request.result)
                               .where(Request.key == key)).one()
-        if row.kind != kind:
-            raise InvalidInput(f"request key {key!r} was used by a {row.kind!r} unit, not "
-                               f"{kind!r}")
+        _same_kind(key, row.kind, kind)
         return decode(row.result)
     result = work()
     session.execute(update(Request).where(Request.key == key).values(result=encode(result))

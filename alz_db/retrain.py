@@ -40,7 +40,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from alz_core.evolution import Candidate
+from alz_core.evolution.candidate import Candidate
 from alz_core.tasks.configs import CONFIG_NAMES as CONFIG_ALIASES
 from alz_core.tasks.configs import config_dicts
 
@@ -555,8 +555,8 @@ class BaselineLoss:
 def baseline_losses(task: str, metric: str) -> tuple[list[BaselineLoss], list[str]]:
     """Cross-entropy and the paper's Table 9 loss for ``metric`` (when the catalogue has a valid
     one), and notes on what was left out."""
-    from alz_core.catalogue import entries
-    from alz_core.mutation import validity_problem
+    from alz_core.graph.catalogue import entries
+    from alz_core.graph.validity import validity_problem
 
     losses: list[BaselineLoss] = []
     notes: list[str] = []
@@ -639,7 +639,7 @@ def run_baselines(sessions: sessionmaker[Session], candidate_id: int, *, seeds: 
                              "evaluation_id": out.evaluation_id,
                              "seconds": round(out.seconds, 2)})
             else:
-                from alz_core.graph import LossGraph
+                from alz_core.graph.loss_graph import LossGraph
 
                 graph = LossGraph.parse(loss.formula)
                 if launch is None:

@@ -6,12 +6,13 @@ commits; see :func:`alz_db.engine.session_scope`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, delete, exists, func, select, update
+from sqlalchemy import BigInteger, Row, bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,11 +24,11 @@ from alz_core.config import (
     SearchSpaceConfig,
     config_to_dict,
 )
-from alz_core.rungs import Rungs
+from alz_core.evolution.rungs import Rungs
 
 from .enums import EvalKind, EvalStatus, SearchStatus
 from .errors import AlreadyExists, InvalidInput, NotFound
-from .models import Evaluation, Search
+from .models import Evaluation, Search, sql_value
 from .records import SearchInfo
 
 C = TypeVar("C", EvolutionConfig, RejectionConfig, SearchSpaceConfig)
@@ -272,6 +273,26 @@ def delete_search(session: Session, ref: int | str) -> SearchInfo:
     return current
 
 
+@functools.cache
+def finish_if_complete_statement():  # noqa: ANN202 - an Update
+    """:func:`finish_search_if_complete`'s update (bind parameter ``p_search_id``), built
+    once: it runs after every proxy result (with the result's second statement there)."""
+    search_id = bindparam("p_search_id", type_=BigInteger)
+    # literal kind and statuses: the partial index ix_evaluation_open_proxy serves a cached
+    # generic plan only when its predicate is visible in the query
+    open_proxy = exists().where(
+        Evaluation.search_id == search_id, Evaluation.kind == sql_value(EvalKind.PROXY),
+        Evaluation.status.in_([sql_value(x) for x in (EvalStatus.QUEUED, EvalStatus.RUNNING,
+                                                      EvalStatus.STALE)]))
+    return (update(Search)
+            .where(Search.id == search_id, Search.status == SearchStatus.RUNNING,
+                   # no new first run fits what is left (without rungs: done = budget)
+                   Search.evaluations_done > Search.budget - Search.first_rung_units,
+                   ~open_proxy)
+            .values(status=SearchStatus.FINISHED, finished_at=func.now())
+            .returning(Search.id))
+
+
 def finish_search_if_complete(session: Session, search_id: int) -> bool:
     """``running`` -> ``finished`` once every proxy slot of the budget has a result.
 
@@ -279,14 +300,6 @@ def finish_search_if_complete(session: Session, search_id: int) -> bool:
     and never passes ``evaluations_reserved <= budget``, so ``done = budget`` means no proxy
     evaluation is still open.
     """
-    open_proxy = exists().where(
-        Evaluation.search_id == search_id, Evaluation.kind == EvalKind.PROXY,
-        Evaluation.status.in_([EvalStatus.QUEUED, EvalStatus.RUNNING, EvalStatus.STALE]))
-    done = session.execute(
-        update(Search)
-        .where(Search.id == search_id, Search.status == SearchStatus.RUNNING,
-               # no new first run fits what is left (without rungs: done = budget)
-               Search.evaluations_done > Search.budget - Search.first_rung_units, ~open_proxy)
-        .values(status=SearchStatus.FINISHED, finished_at=func.now())
-        .returning(Search.id)).scalar_one_or_none()
+    done = session.connection().execute(finish_if_complete_statement(),
+                                        {"p_search_id": search_id}).scalar_one_or_none()
     return done is not None

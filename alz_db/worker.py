@@ -72,17 +72,18 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from alz_core.equivalence import combine_fingerprints
-from alz_core.evolution import (
-    Candidate,
+from alz_core.evolution.candidate import Candidate
+from alz_core.evolution.mutation import MutationKind
+from alz_core.evolution.regularized import (
     SearchExhausted,
     child_candidate,
     initial_candidate,
     tournament_select,
 )
-from alz_core.graph import LossGraph
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectionResult, check
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.rejection.equivalence import combine_fingerprints
+from alz_core.rejection.problem import check
+from alz_core.rejection.result import RejectionResult
 
 from .candidates import read_population, record_rejections, submit_candidate
 from .engine import make_engine, make_session_factory
@@ -134,7 +135,7 @@ EXTRA_KEYS: dict[str, str] = {
 }
 
 DEFAULT_DATA_DIR = Path(".alz") / "data"
-#: mutations a CUDA worker checks at once (``alz_core.rejection_batched``); ALZ_REJECTION_BATCH
+#: mutations a CUDA worker checks at once (``alz_core.rejection.batched``); ALZ_REJECTION_BATCH
 REJECTION_BATCH = int(os.environ.get("ALZ_REJECTION_BATCH", "16"))
 _HEARTBEAT_POLICY = RetryPolicy(attempts=2)  # the next beat is the retry
 
@@ -296,7 +297,9 @@ class _Worker:
                  rejection_batch: int | None = None,
                  max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
                  listen: bool | None = None) -> None:
-        self.engine = make_engine(url, application_name="alz-worker")
+        # every unit runs through run_in_transaction, which retries a unit whose connection
+        # broke: no SELECT 1 at each checkout
+        self.engine = make_engine(url, application_name="alz-worker", pre_ping=False)
         # idle waits: LISTEN/NOTIFY plus a backed-off poll (opened lazily, at the first wait)
         self.waiter = WorkWaiter(url, search_id=search_id, poll_seconds=poll_seconds,
                                  max_poll_seconds=max_poll_seconds, listen=listen)
@@ -562,7 +565,7 @@ class _Worker:
             return result
 
         def reject_many(branch: str, graphs: list[LossGraph]) -> list[RejectionResult]:
-            from alz_core.rejection_batched import check_batch
+            from alz_core.rejection.batched import check_batch
 
             if self.stop.is_set():
                 raise _Abandon("stop requested")
@@ -570,7 +573,7 @@ class _Worker:
             seen.extend((branch, g, r) for g, r in zip(graphs, results))
             return results
 
-        from alz_core.rejection import DenseRejectionProblem
+        from alz_core.rejection.dense import DenseRejectionProblem
 
         # batched checks on the worker's device for the dense branches (see rejection_batch)
         many = {b: reject_many for b, p in ctx.problems.items()
@@ -694,7 +697,7 @@ def proxy_seeds(info: SearchInfo) -> list[int]:
 def _run_proxy(ctx: _SearchContext, lease: Lease, work_dir: Path) -> Any:
     """The candidate's proxy result: one training per seed of :func:`proxy_seeds`, combined
     (:func:`alz_core.tasks.base.combine_seeds`) when there are several; with rungs, the
-    training of the lease's rung (its own, shorter schedule; :mod:`alz_core.rungs`)."""
+    training of the lease's rung (its own, shorter schedule; :mod:`alz_core.evolution.rungs`)."""
     import copy
 
     from alz_core.tasks.base import combine_seeds

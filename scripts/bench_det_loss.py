@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alz_core.catalogue import entries  # noqa: E402
+from alz_core.graph.catalogue import entries  # noqa: E402
 from alz_core.tasks.det import CONFIGS, DetProxyTask, ensure_synthetic_coco  # noqa: E402
 
 GIOU = "1 - i/u + (e - u)/e"

@@ -73,15 +73,11 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alz_core.evolution import Candidate, tournament_select  # noqa: E402
-from alz_core.graph import LossGraph  # noqa: E402
-from alz_core.mutation import MutationKind  # noqa: E402
-from alz_core.rejection import (  # noqa: E402
-    RejectionResult,
-    RejectReason,
-    StopReason,
-    Verdict,
-)
+from alz_core.evolution.candidate import Candidate  # noqa: E402
+from alz_core.evolution.mutation import MutationKind  # noqa: E402
+from alz_core.evolution.regularized import tournament_select  # noqa: E402
+from alz_core.graph.loss_graph import LossGraph  # noqa: E402
+from alz_core.rejection.result import RejectionResult, RejectReason, StopReason, Verdict  # noqa: E402
 from alz_db import (  # noqa: E402
     EvalKind,
     FinishOutcome,
@@ -405,7 +401,7 @@ def run_group(cfg: FleetConfig, indices: list[int], connections: int,
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     pool = len(indices) if cfg.pgbouncer else max(1, min(connections, len(indices)))
     engine = make_engine(cfg.url, pool_size=pool, max_overflow=0, pgbouncer=cfg.pgbouncer,
-                         application_name="alz-fleet")
+                         application_name="alz-fleet", pre_ping=False)  # as alz-worker's
     event.listen(engine, "before_cursor_execute", _count_statement)
     sessions = make_session_factory(engine)
     gate = None if cfg.pgbouncer or pool >= len(indices) else threading.BoundedSemaphore(pool)

@@ -55,7 +55,7 @@ def main() -> None:
     from mmpose.registry import DATASETS, MODELS
 
     import alz_core.mm  # noqa: F401 - registers ALZLoss
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
     from alz_core.tasks.pose import TINY_CONFIG, PoseProxyTask, ensure_synthetic_coco_pose
 
     t0 = time.perf_counter()

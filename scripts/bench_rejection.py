@@ -2,16 +2,16 @@
 parallelism.
 
 Takes candidates from the search's own random generator (initial-population graphs of depth D=3
-and single mutations of them, ``alz_core.mutation.sample_candidates``), and runs the rejection
-protocol on each at the paper's settings (B=5 samples, 500 SGD iterations, lr 0.001, momentum
-0.9, eta 0.6) on 21-class 64x64 inputs:
+and single mutations of them, ``alz_core.evolution.mutation.sample_candidates``), and runs the
+rejection protocol on each at the paper's settings (B=5 samples, 500 SGD iterations, lr 0.001,
+momentum 0.9, eta 0.6) on 21-class 64x64 inputs:
 
 * **whole machine**: the plain loop (``torch.optim.SGD`` on the logits, autograd, every
   iteration) and the CPU engine (``check_many``: the fused C kernel, exits that cannot change a
   verdict) each spread over the same ``--workers`` processes with one torch thread each;
 * **per core**: the first ``--per-core`` candidates, one process and one thread on each side;
 * **CUDA** (when torch sees a GPU): the plain loop on the GPU, one candidate at a time, against
-  the batched engine (``alz_core.rejection_batched.check_batch``: candidates in lockstep on one
+  the batched engine (``alz_core.rejection.batched.check_batch``: candidates in lockstep on one
   stacked tensor) on the same GPU, ``--batch`` candidates per batch.
 
 Every verdict and reason must agree with the plain loop's (exit status 1 otherwise). Each line
@@ -35,8 +35,10 @@ import numpy as np
 import torch
 
 from alz_core.config import RejectionConfig
-from alz_core.mutation import sample_candidates
-from alz_core.rejection import DenseRejectionProblem, check_many, check_plain, with_config
+from alz_core.evolution.mutation import sample_candidates
+from alz_core.rejection.dense import DenseRejectionProblem, with_config
+from alz_core.rejection.parallel import check_many
+from alz_core.rejection.problem import check_plain
 from alz_core.tasks.registry import seg_rejection_problem
 
 _PROBLEM: DenseRejectionProblem | None = None
@@ -141,7 +143,7 @@ def main() -> int:
                                "ratio": t_p1 / t_e1}
 
     if torch.cuda.is_available():
-        from alz_core.rejection_batched import check_batch
+        from alz_core.rejection.batched import check_batch
 
         gpu = on_device(problem, "cuda")
         check_plain(graphs[0], on_device(warm, "cuda"))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from alz_core.data.voc import synthetic_search_split
-from alz_core.graph import LossGraph
+from alz_core.graph.loss_graph import LossGraph
 from alz_core.tasks.seg import SegProxyTask, ensure_synthetic_voc
 
 

@@ -43,9 +43,10 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alz_core.evolution import Candidate  # noqa: E402
-from alz_core.graph import LossGraph  # noqa: E402
+from alz_core.evolution.candidate import Candidate  # noqa: E402
+from alz_core.graph.loss_graph import LossGraph  # noqa: E402
 from alz_db import (  # noqa: E402
+    EvalKind,
     claim_evaluation,
     finish_evaluation,
     leaderboard,
@@ -59,6 +60,7 @@ from alz_db import (  # noqa: E402
     validate_search,
 )
 from alz_db.migrate import upgrade  # noqa: E402
+from alz_db.requests import new_key  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 FORMULAS = ("-y*log(yhat)", "exp((y - sqrt(yhat))^2)", "-log(tanh(y/(1 + y)*sqrt(yhat)))",
@@ -90,7 +92,7 @@ def _new_search(conn: psycopg.Connection, budget: int, status: str) -> int:
 
 
 # --- claims ------------------------------------------------------------------------------------
-def _seed_queue(url: str, n: int) -> int:
+def seed_queue(url: str, n: int) -> int:
     """A running search whose whole budget ``n`` is reserved and queued as proxy evaluations."""
     graph = Candidate.of(LossGraph.parse(FORMULAS[0]))
     with psycopg.connect(_libpq(url), autocommit=False) as conn:
@@ -112,7 +114,9 @@ def _seed_queue(url: str, n: int) -> int:
 
 
 def _claimer(url: str, search_id: int, barrier, results) -> None:  # noqa: ANN001 - mp objects
-    engine = make_engine(url, pool_size=1, max_overflow=0, application_name="alz-bench")
+    # the worker's engine (alz_db.worker): every unit retried, no pre-ping
+    engine = make_engine(url, pool_size=1, max_overflow=0, application_name="alz-bench",
+                         pre_ping=False)
     sessions = make_session_factory(engine)
     with session_scope(sessions) as s:
         wid = register_worker(s, socket.gethostname(), os.getpid(), "bench", search_id)
@@ -122,7 +126,9 @@ def _claimer(url: str, search_id: int, barrier, results) -> None:  # noqa: ANN00
     t0 = time.perf_counter()
     while True:
         c0 = time.perf_counter()
-        lease = run_in_transaction(sessions, claim_evaluation, wid, search_id=search_id)
+        # as alz-worker claims: proxy runs only, with a request key
+        lease = run_in_transaction(sessions, claim_evaluation, wid, search_id=search_id,
+                                   kinds=(EvalKind.PROXY,), key=new_key())
         if lease is None:
             break
         c1 = time.perf_counter()
@@ -135,7 +141,7 @@ def _claimer(url: str, search_id: int, barrier, results) -> None:  # noqa: ANN00
 
 
 def bench_claims(url: str, workers: int, n: int) -> dict:
-    sid = _seed_queue(url, n)
+    sid = seed_queue(url, n)
     ctx = mp.get_context("fork")  # no connection is open here, and no torch op ever runs
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()

@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_store import DEFAULT_URL, _libpq, _with_database, build_big_search  # noqa: E402
 
-from alz_core.mutation import MutationKind  # noqa: E402
-from alz_core.rejection import Verdict  # noqa: E402
+from alz_core.evolution.mutation import MutationKind  # noqa: E402
+from alz_core.rejection.result import Verdict  # noqa: E402
 from alz_db import (  # noqa: E402
     CandidateStatus,
     create_read_only_role,

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from alz_core.formula import format_expr
-from alz_core.graph import Expr, LossGraph
+from alz_core.graph.expr import Expr
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.graph.printer import format_expr
 from alz_db import CandidateStatus, LineageEntry
 
 _INPUT_COLOURS = {"yhat": "#d6e9ff", "y": "#ffe3c2", "i": "#e4f5d4", "u": "#e4f5d4",

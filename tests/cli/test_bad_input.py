@@ -159,7 +159,7 @@ def test_nested_powers_are_refused_at_once(capsys) -> None:
 
 
 def test_simplification_is_bounded(capsys, monkeypatch) -> None:
-    from alz_core import display
+    from alz_core.graph import display
 
     monkeypatch.setenv("ALZ_SIMPLIFY_SECONDS", "0.01")
     display._shown.cache_clear()
@@ -259,7 +259,7 @@ def test_an_ablation_file_cannot_put_markup_into_the_report(capsys, tmp_path: Pa
 
 
 def test_the_report_escapes_every_field_of_a_stored_study(tmp_path: Path) -> None:
-    from alz_core.ablation import ARM_NAMES, AblationConfig, AblationResult, ArmTrace
+    from alz_core.evolution.ablation import ARM_NAMES, AblationConfig, AblationResult, ArmTrace
     from alz_db.report import _efficiency_section
 
     evil = "<script>alert(1)</script>"

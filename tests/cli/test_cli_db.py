@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alz_core.graph import LossGraph
-from alz_core.mutation import MutationKind
+from alz_core.evolution.mutation import MutationKind
+from alz_core.graph.loss_graph import LossGraph
 from alz_db import (
     EvalStatus,
     SearchStatus,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alz_core.evolution import Candidate
-from alz_core.graph import LossGraph
-from alz_core.rejection import RejectionResult, RejectReason, StopReason, Verdict
+from alz_core.evolution.candidate import Candidate
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.rejection.result import RejectionResult, RejectReason, StopReason, Verdict
 
 FORMULAS = ("-y*log(yhat)", "exp((y-sqrt(yhat))^2)", "-y*log(yhat+1)", "abs(y-yhat)",
             "square(y-yhat)", "-y*tanh(yhat)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from alz_core.mutation import MutationKind
+from alz_core.evolution.mutation import MutationKind
 from alz_db import (
     FitnessKind,
     NotFound,

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from alz_core.evolution import Candidate
-from alz_core.graph import LossGraph
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectReason, Verdict
+from alz_core.evolution.candidate import Candidate
+from alz_core.evolution.mutation import MutationKind
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.rejection.result import RejectReason, Verdict
 from alz_db import (
     CandidateStatus,
     DuplicateRepresentative,
@@ -192,6 +192,21 @@ def test_population_is_the_most_recent_evaluated(sessions, unique_name) -> None:
     assert rec.fitness_kind is FitnessKind.DIVERGED and rec.fitness is None
 
 
+def _claimed_representative(sessions, name: str, fingerprint: str):  # noqa: ANN001, ANN202
+    """A running search with one representative of ``fingerprint``, its proxy run claimed:
+    ``(search_id, submission, lease)``."""
+    from alz_db import claim_evaluation, register_worker
+
+    with session_scope(sessions) as s:
+        sid = create_search(s, name, "seg", "miou", evolution={"budget": 4}, start=True).id
+        rep = submit_candidate(s, sid, cand(FORMULAS[0]), fingerprint=fingerprint)
+        wid = register_worker(s, "host", 1, "cpu", search_id=sid)
+    with session_scope(sessions) as s:
+        lease = claim_evaluation(s, wid, search_id=sid)
+    assert lease is not None
+    return sid, rep, lease
+
+
 def test_an_equivalent_submitted_while_its_representative_is_recorded_gets_the_fitness(
         sessions, unique_name) -> None:
     """The interleaving a fleet simulation found: a result for the representative is recorded
@@ -199,16 +214,9 @@ def test_an_equivalent_submitted_while_its_representative_is_recorded_gets_the_f
     an equivalent. The new equivalent must end with the representative's fitness: before the
     fix the equivalent read the representative without a lock, took its old (missing)
     fitness, and the result's update of the class had already run without it."""
-    from alz_db import claim_evaluation, finish_evaluation, get_candidate, register_worker
+    from alz_db import finish_evaluation, get_candidate
 
-    with session_scope(sessions) as s:
-        sid = create_search(s, unique_name, "seg", "miou", evolution={"budget": 4},
-                            start=True).id
-        rep = submit_candidate(s, sid, cand(FORMULAS[0]), fingerprint="fp-race")
-        wid = register_worker(s, "host", 1, "cpu", search_id=sid)
-    with session_scope(sessions) as s:
-        lease = claim_evaluation(s, wid, search_id=sid)
-    assert lease is not None
+    sid, rep, lease = _claimed_representative(sessions, unique_name, "fp-race")
     recording = sessions()
     submitted: dict = {}
 
@@ -232,3 +240,36 @@ def test_an_equivalent_submitted_while_its_representative_is_recorded_gets_the_f
     with session_scope(sessions) as s:
         assert get_candidate(s, sub.candidate_id).fitness == pytest.approx(0.625)
     assert sub.fitness == pytest.approx(0.625)
+
+
+def test_an_equivalent_committed_while_the_result_waits_for_its_row_gets_the_fitness(
+        sessions, unique_name) -> None:
+    """The other order: an equivalent's transaction holds the representative's row (read
+    ``FOR SHARE``) when the result arrives; the result waits for that row, and once the
+    equivalent commits, gives it the fitness. A result recorded in one statement would not:
+    its snapshot predates the equivalent (found when the finish became one round trip)."""
+    from alz_db import finish_evaluation, get_candidate
+
+    sid, rep, lease = _claimed_representative(sessions, unique_name, "fp-race-2")
+    adding = sessions()
+    outcome: dict = {}
+
+    def record_result() -> None:
+        with session_scope(sessions) as s:
+            outcome["finish"] = finish_evaluation(s, lease, fitness=0.375)
+
+    try:
+        sub = submit_candidate(adding, sid, cand(FORMULAS[1]), fingerprint="fp-race-2")
+        assert sub.outcome is SubmitOutcome.EQUIVALENT and sub.fitness is None
+        recorder = threading.Thread(target=record_result)
+        recorder.start()
+        recorder.join(timeout=2.0)  # blocked on the representative's row
+        assert recorder.is_alive()
+        adding.commit()
+    finally:
+        adding.close()
+    recorder.join(timeout=30)
+    assert not recorder.is_alive() and "finish" in outcome
+    with session_scope(sessions) as s:
+        assert get_candidate(s, rep.candidate_id).fitness == pytest.approx(0.375)
+        assert get_candidate(s, sub.candidate_id).fitness == pytest.approx(0.375)

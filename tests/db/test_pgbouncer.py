@@ -24,9 +24,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from alz_core.evolution import Candidate
-from alz_core.graph import LossGraph
+from alz_core.evolution.candidate import Candidate
+from alz_core.graph.loss_graph import LossGraph
 from alz_db import (
+    StoreError,
+    TransientStoreError,
     claim_evaluation,
     create_search,
     finish_evaluation,
@@ -100,10 +102,11 @@ def bouncer_url(server_kind: str, db_url: str) -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _same_query_from_two_clients(url: str, pgbouncer: bool, rounds: int = 12) -> None:
+def _same_query_from_two_clients(url: str, pgbouncer: bool, rounds: int = 12,
+                                 **timeouts: int | None) -> None:
     """Two engines (two PgBouncer clients, one server connection) run the same query in
     alternation, in separate transactions."""
-    engines = [make_engine(url, pool_size=1, max_overflow=0, pgbouncer=pgbouncer)
+    engines = [make_engine(url, pool_size=1, max_overflow=0, pgbouncer=pgbouncer, **timeouts)
                for _ in range(2)]
     try:
         for i in range(rounds):
@@ -119,9 +122,26 @@ def _same_query_from_two_clients(url: str, pgbouncer: bool, rounds: int = 12) ->
 def test_without_the_switch_prepared_statements_collide(bouncer_url: str) -> None:
     """What ``--pgbouncer`` is for: psycopg's prepared statements break transaction pooling
     (PgBouncer before 1.21 does not track them)."""
+    # without timeouts: a direct connection's timeouts are startup options, which PgBouncer
+    # refuses before any statement runs (the next test)
     with pytest.raises(Exception, match="prepared statement"):
-        _same_query_from_two_clients(bouncer_url, pgbouncer=False)
+        _same_query_from_two_clients(bouncer_url, pgbouncer=False, statement_timeout_ms=None,
+                                     lock_timeout_ms=None, idle_in_transaction_timeout_ms=None)
     _same_query_from_two_clients(bouncer_url, pgbouncer=True)
+
+
+def test_without_the_switch_the_refused_startup_option_is_one_line(bouncer_url: str) -> None:
+    """A direct connection sets its timeouts as the ``options`` startup parameter; PgBouncer
+    refuses it, and the error says which switch is missing."""
+    engine = make_engine(bouncer_url, pool_size=1, max_overflow=0, pgbouncer=False)
+    try:
+        with pytest.raises(StoreError, match="ALZ_PGBOUNCER=1") as caught:
+            with session_scope(make_session_factory(engine)) as s:
+                s.execute(text("SELECT 1"))
+        assert not isinstance(caught.value, TransientStoreError)  # a retry cannot help
+        assert "\n" not in str(caught.value)
+    finally:
+        engine.dispose()
 
 
 def test_alz_pgbouncer_env_turns_the_switch_on(monkeypatch) -> None:

@@ -440,9 +440,9 @@ def test_a_failed_representatives_class_trains_its_next_member(sessions, unique_
 
 
 def test_a_multi_branch_child_stores_every_branchs_mutation(sessions, unique_name) -> None:
-    from alz_core.evolution import Candidate
-    from alz_core.graph import LossGraph
-    from alz_core.mutation import MutationKind
+    from alz_core.evolution.candidate import Candidate
+    from alz_core.evolution.mutation import MutationKind
+    from alz_core.graph.loss_graph import LossGraph
 
     graphs = {"cls_rpn": LossGraph.parse("-y*log(yhat)"), "reg_rpn": LossGraph.parse("-log(i/e)"),
               "cls_rcnn": LossGraph.parse("-y*log(yhat)"),

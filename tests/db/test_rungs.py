@@ -7,7 +7,7 @@ import threading
 
 from sqlalchemy import text
 
-from alz_core.rungs import parse_rungs
+from alz_core.evolution.rungs import parse_rungs
 from alz_db import (
     CandidateStatus,
     EvalStatus,

@@ -10,7 +10,7 @@ pytest.importorskip("mmdet", reason="mmdetection is not installed (scripts/insta
 from mmdet.models.losses import CrossEntropyLoss, GIoULoss, IoULoss  # noqa: E402
 
 import alz_core.mm  # noqa: E402,F401 - registers the plug-ins
-from alz_core.det_metrics import box_iue  # noqa: E402
+from alz_core.metrics.detection import box_iue  # noqa: E402
 from alz_core.mm.det import ALZBoxLoss, ALZClsLoss, ALZLoss, ALZMaskLoss  # noqa: E402
 
 

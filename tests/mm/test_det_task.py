@@ -13,7 +13,6 @@ import torch
 
 pytest.importorskip("mmdet", reason="mmdetection is not installed (scripts/install.sh)")
 
-from alz_core.catalogue import entries  # noqa: E402
 from alz_core.data.coco_det import (  # noqa: E402
     ann_path,
     rasterize_polygons,
@@ -21,7 +20,9 @@ from alz_core.data.coco_det import (  # noqa: E402
     write_synthetic_coco,
 )
 from alz_core.data.splits import SplitSource, write_coco_split  # noqa: E402
-from alz_core.graph import BranchKind, LossGraph  # noqa: E402
+from alz_core.graph.catalogue import entries  # noqa: E402
+from alz_core.graph.expr import BranchKind  # noqa: E402
+from alz_core.graph.loss_graph import LossGraph  # noqa: E402
 from alz_core.mm.det import ALZBoxLoss, ALZClsLoss, ALZMaskLoss  # noqa: E402
 from alz_core.tasks.base import ProxyResult  # noqa: E402
 from alz_core.tasks.det import (  # noqa: E402

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from alz_core.data.synthetic import synthetic_scene
-from alz_core.metrics import class_boundaries
+from alz_core.metrics.segmentation import class_boundaries
 from alz_core.mm import ALZLoss, one_hot_labels
 
 CE = "-y*log(yhat)"

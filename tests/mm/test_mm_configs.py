@@ -73,7 +73,7 @@ def test_proxy_config_reads_a_voc_sbd_layout_with_the_search_split(tmp_path) -> 
     from mmseg.registry import DATASETS
 
     from alz_core.data.voc import read_split, write_split_file, write_voc_dataset
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
     from alz_core.tasks.registry import setup_task
     from alz_core.tasks.seg import SegProxyTask
 

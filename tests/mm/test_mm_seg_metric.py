@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from alz_core.data.synthetic import synthetic_scene
-from alz_core.metrics import segmentation_metrics
+from alz_core.metrics.seg_accumulator import SegMetricAccumulator
+from alz_core.metrics.segmentation import segmentation_metrics
 from alz_core.mm import ALZSegMetric
-from alz_core.seg_accumulator import SegMetricAccumulator
 
 NUM_CLASSES = 21
 

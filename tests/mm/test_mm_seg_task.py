@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alz_core.graph import BranchKind, LossGraph
+from alz_core.graph.expr import BranchKind
+from alz_core.graph.loss_graph import LossGraph
 from alz_core.tasks.base import ProxyResult
 from alz_core.tasks.seg import SEG_METRIC_NAMES, SegProxyTask
 

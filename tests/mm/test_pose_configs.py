@@ -79,7 +79,7 @@ def test_proxy_config_follows_the_seed_schedule() -> None:
 def test_a_search_split_evaluates_held_out_training_images_with_ground_truth_boxes(
         tmp_path: Path) -> None:
     from alz_core.data.coco_pose import synthetic_search_split
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
     from alz_core.tasks.pose import PoseProxyTask
 
     root = ensure_synthetic_coco_pose(tmp_path / "pose", num_images=12, eval_count=4)

@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("mmpose", reason="the OpenMMLab stack is not installed (scripts/install.sh)")
 
-from alz_core.catalogue import get_entry  # noqa: E402
 from alz_core.data.coco_pose import gaussian_heatmaps  # noqa: E402
+from alz_core.graph.catalogue import get_entry  # noqa: E402
 from alz_core.mm.pose import ALZHeatmapLoss  # noqa: E402
 
 MSE = "(yhat - y)^2"

@@ -12,10 +12,11 @@ import torch
 
 pytest.importorskip("mmpose", reason="the OpenMMLab stack is not installed (scripts/install.sh)")
 
-from alz_core.catalogue import get_entry  # noqa: E402
 from alz_core.config import RejectionConfig  # noqa: E402
-from alz_core.graph import BranchKind, LossGraph  # noqa: E402
-from alz_core.rejection_heatmap import HeatmapRejectionProblem  # noqa: E402
+from alz_core.graph.catalogue import get_entry  # noqa: E402
+from alz_core.graph.expr import BranchKind  # noqa: E402
+from alz_core.graph.loss_graph import LossGraph  # noqa: E402
+from alz_core.rejection.heatmap import HeatmapRejectionProblem  # noqa: E402
 from alz_core.tasks.base import ProxyResult  # noqa: E402
 from alz_core.tasks.pose import (  # noqa: E402
     POSE_REPORTED,

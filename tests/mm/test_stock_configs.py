@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alz_core.graph import LossGraph
+from alz_core.graph.loss_graph import LossGraph
 from alz_core.tasks.registry import TaskSettings, build_task, setup_task
 from tests import datasets
 from tests.db.conftest import admin_url, new_database, server_kind  # noqa: F401

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectReason
+from alz_core.evolution.mutation import MutationKind
+from alz_core.rejection.result import RejectReason
 from alz_db import (
     claim_evaluation,
     create_search,

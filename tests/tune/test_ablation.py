@@ -7,18 +7,17 @@ import json
 
 import pytest
 
-from alz_core.ablation import (
+from alz_core.config import ConfigError
+from alz_core.evolution.ablation import (
     ARM_NAMES,
     AblationConfig,
     AblationResult,
     MeasuredCache,
-    plot_ablation,
     run_ablation,
-    summary_markdown,
 )
-from alz_core.config import ConfigError
-from alz_core.graph import BranchKind
-from alz_core.rejection import RejectionResult, RejectReason, StopReason, Verdict
+from alz_core.evolution.ablation_report import plot_ablation, summary_markdown
+from alz_core.graph.expr import BranchKind
+from alz_core.rejection.result import RejectionResult, RejectReason, StopReason, Verdict
 
 BRANCHES = {"seg": BranchKind.DENSE}
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from alz_core.evolution import Candidate
-from alz_core.graph import BranchKind, LossGraph
+from alz_core.evolution.candidate import Candidate
+from alz_core.graph.expr import BranchKind
+from alz_core.graph.loss_graph import LossGraph
 from alz_core.tasks.registry import get_task
 from alz_db import (
     claim_evaluation,

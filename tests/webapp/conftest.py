@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.engine import make_url
 
-from alz_core.graph import LossGraph
-from alz_core.mutation import MutationKind
+from alz_core.evolution.mutation import MutationKind
+from alz_core.graph.loss_graph import LossGraph
 from alz_db import (
     claim_evaluation,
     create_read_only_role,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alz_core.graph import LossGraph
-from alz_core.rejection import RejectReason, Verdict
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.rejection.result import RejectReason, Verdict
 from alz_db import InvalidInput, NotFound, make_session_factory, session_scope
 from alz_db.browse import (
     PopulationQuery,

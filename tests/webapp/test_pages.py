@@ -213,7 +213,7 @@ def test_candidate_page_shows_its_optuna_trials(world: World) -> None:
 
 
 def _canonical(text: str) -> str:
-    from alz_core.graph import LossGraph
+    from alz_core.graph.loss_graph import LossGraph
 
     return LossGraph.parse(text).text
 
@@ -320,7 +320,7 @@ def test_a_search_with_rungs_shows_its_rungs_and_each_candidates_rung(world: Wor
     candidate reached and lists each rung's run."""
     import uuid
 
-    from alz_core.rungs import parse_rungs
+    from alz_core.evolution.rungs import parse_rungs
     from alz_db import claim_evaluation, finish_evaluation, register_worker, submit_candidate
     from tests.db.builders import FORMULAS as MORE
     from tests.db.builders import cand

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from alz_core.display import simplified_text, to_latex
-from alz_core.graph import LossGraph
+from alz_core.graph.display import simplified_text, to_latex
+from alz_core.graph.loss_graph import LossGraph
 from alz_db import FitnessKind
 from alz_db.browse import CandidateDetail, candidate_detail, proxy_metrics, tuning_view
 from alz_db.cli import mm_snippet

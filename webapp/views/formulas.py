@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from alz_core.catalogue import entries
-from alz_core.display import simplified_text, to_latex
-from alz_core.graph import LossGraph
-from alz_core.mutation import validity_problem
+from alz_core.graph.catalogue import entries
+from alz_core.graph.display import simplified_text, to_latex
+from alz_core.graph.loss_graph import LossGraph
+from alz_core.graph.validity import validity_problem
 from alz_db import leaderboard
 from webapp.common import choose_search, fmt_fitness, open_candidate, read
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from alz_core.mutation import MutationKind
-from alz_core.rejection import RejectReason, Verdict
+from alz_core.evolution.mutation import MutationKind
+from alz_core.rejection.result import RejectReason, Verdict
 from alz_db import CandidateStatus, InvalidInput
 from alz_db.browse import (
     MAX_PAGE_SIZE,
