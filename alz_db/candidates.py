@@ -43,7 +43,7 @@ from .errors import DuplicateRepresentative, InvalidInput, NotFound
 from .fitness import finite_or_none, from_stored
 from .models import Candidate as CandidateRow
 from .models import Evaluation, Rejection, Search
-from .records import CandidateRecord, Representative, Submission
+from .records import CandidateRecord, PopulationEntry, Representative, Submission
 from .requests import once
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -377,8 +377,52 @@ def _record_rejections(session: Session, search_id: int,
                     .values(rejection_checks=Search.rejection_checks + len(rows),
                             rejections=Search.rejections + rejected)
                     .execution_options(synchronize_session=False))
-    session.execute(insert(Rejection), rows)  # one executemany ("insertmanyvalues")
+    # one multi-row INSERT per call (up to 1,000 rows): the statement trigger of revision 0013
+    # then runs once per call (an executemany would be one statement, and one trigger, per row)
+    for lo in range(0, len(rows), 1000):
+        session.execute(insert(Rejection).values(rows[lo:lo + 1000]))
     return len(rows)
+
+
+def _population(columns: Sequence[Any], search_id: int, size: int) -> Any:
+    """The ``size`` most recent members whose fitness is known, newest first (the index
+    ``ix_candidate_population``)."""
+    if size < 1:
+        raise InvalidInput(f"population size={size} is invalid: expected an integer >= 1")
+    c = CandidateRow
+    return (select(*columns).where(c.search_id == search_id, c.fitness_kind.is_not(None))
+            .order_by(c.evaluated_at.desc(), c.id.desc()).limit(size))
+
+
+def population_entries(session: Session, search_id: int, size: int) -> list[PopulationEntry]:
+    """The population of :func:`read_population` without the graphs, oldest first: what
+    tournament selection needs. A worker reads these before every step and then the graphs of
+    the one parent it picks (:func:`load_candidates`), so joining a search of P members costs P
+    small rows, not P candidates' graphs."""
+    c = CandidateRow
+    rows = session.execute(_population((c.id, c.fitness, c.fitness_kind, c.rung, c.generation),
+                                       search_id, size)).all()
+    return [PopulationEntry(r.id, from_stored(r.fitness, r.fitness_kind), r.rung, r.generation)
+            for r in reversed(rows)]
+
+
+def load_candidates(session: Session, ids: Iterable[int],
+                    cache: MutableMapping[int, Candidate]) -> None:
+    """Put the candidates of ``ids`` that ``cache`` lacks into it (by id). Candidates are
+    immutable, so a cached one never goes stale; the graphs are decoded when first used
+    (:meth:`~alz_core.graph.LossGraph.from_stored_text`)."""
+    missing = [i for i in dict.fromkeys(ids) if i not in cache]
+    if not missing:
+        return
+    c = CandidateRow
+    # one array parameter, not one bind parameter per id (P = 2,500 of them); the graphs as
+    # text, decoded when first used; branch_order as the driver's list (SQLAlchemy's ARRAY
+    # would visit every item)
+    for gid, graphs, order in session.execute(
+            select(c.id, cast(c.graphs, Text), type_coerce(c.branch_order, NullType()))
+            .where(c.id == any_(bindparam("ids", missing, type_=ARRAY(BigInteger))))):
+        cache[gid] = Candidate(tuple((name, LossGraph.from_stored_text(graphs, name))
+                                     for name in order))
 
 
 def read_population(session: Session, search_id: int, size: int, *,
@@ -387,29 +431,16 @@ def read_population(session: Session, search_id: int, size: int, *,
     representatives and their equivalents), oldest first, as ``alz_core`` individuals.
 
     "Recent" is the order in which fitnesses became known (``evaluated_at``, then id): the
-    queue of aging evolution. Candidates are immutable, so a worker may pass a ``cache`` of
-    already read candidates by id; only the missing ones are read. Their graphs are decoded
-    when first used (:meth:`~alz_core.graph.LossGraph.from_stored_text`).
+    queue of aging evolution. Candidates are immutable, so a caller may pass a ``cache`` of
+    already read candidates by id; only the missing ones are read (:func:`load_candidates`).
+    A worker reads :func:`population_entries` instead and only its parent's graphs.
     """
-    if size < 1:
-        raise InvalidInput(f"population size={size} is invalid: expected an integer >= 1")
     c = CandidateRow
-    rows: Sequence[Row[Any]] = session.execute(
-        select(c.id, c.parent_id, c.mutation, c.generation, c.fingerprint, c.equivalent_to_id,
-               c.fitness, c.fitness_kind, c.rung)
-        .where(c.search_id == search_id, c.fitness_kind.is_not(None))
-        .order_by(c.evaluated_at.desc(), c.id.desc()).limit(size)).all()
+    rows: Sequence[Row[Any]] = session.execute(_population(
+        (c.id, c.parent_id, c.mutation, c.generation, c.fingerprint, c.equivalent_to_id,
+         c.fitness, c.fitness_kind, c.rung), search_id, size)).all()
     cache = {} if cache is None else cache
-    missing = [r.id for r in rows if r.id not in cache]
-    if missing:
-        # one array parameter, not one bind parameter per id (P = 2,500 of them); the graphs
-        # as text, decoded when first used (a step reads a few parents of the population);
-        # branch_order as the driver's list (SQLAlchemy's ARRAY would visit every item)
-        for gid, graphs, order in session.execute(
-                select(c.id, cast(c.graphs, Text), type_coerce(c.branch_order, NullType()))
-                .where(c.id == any_(bindparam("ids", missing, type_=ARRAY(BigInteger))))):
-            cache[gid] = Candidate(tuple((name, LossGraph.from_stored_text(graphs, name))
-                                         for name in order))
+    load_candidates(session, (r.id for r in rows), cache)
     return [Individual(r.id, cache[r.id], from_stored(r.fitness, r.fitness_kind), r.parent_id,
                        MutationKind(r.mutation), r.generation, r.fingerprint,
                        r.equivalent_to_id, r.rung)
@@ -428,6 +459,6 @@ def candidates_of(session: Session, search_id: int, *, after_id: int = 0,
 
 __all__ = [
     "add_candidate", "candidate_hash", "candidates_of", "find_representative", "get_candidate",
-    "queue_evaluation", "read_population", "record_rejections", "release_proxy_slot",
-    "reserve_proxy_slot", "submit_candidate",
+    "load_candidates", "population_entries", "queue_evaluation", "read_population",
+    "record_rejections", "release_proxy_slot", "reserve_proxy_slot", "submit_candidate",
 ]

@@ -131,6 +131,17 @@ class CandidateRecord:
 
 
 @dataclass(frozen=True)
+class PopulationEntry:
+    """A member of a search's population as tournament selection sees it, without its graphs
+    (:func:`alz_db.population_entries`): a worker reads the graphs of the parent it picks."""
+
+    id: int
+    fitness: float | None  # None: diverged
+    rung: int = 0
+    generation: int = 0
+
+
+@dataclass(frozen=True)
 class Representative:
     """The candidate that stands for a fingerprint class of a search."""
 

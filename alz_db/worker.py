@@ -9,11 +9,13 @@
    thread renews the lease; then record the loss curve and the result in one short unit of work
    (:func:`alz_db.record_steps` + :func:`alz_db.finish_evaluation`, both guarded by the lease, so
    a retry after an unknown commit outcome changes nothing);
-3. else run one evolution step for a running search with budget left: read the population;
-   an initial random candidate while the search has fewer than K candidates (or no evaluated
-   individual yet), else tournament + mutation; rejection protocol and gradient fingerprint run
-   outside any transaction; then :func:`alz_db.submit_candidate` stores the rejections and
-   either links the child to an equivalent representative or reserves a proxy slot atomically;
+3. else run one evolution step for a running search with budget left: read the population
+   (ids, fitnesses and rungs: :func:`alz_db.population_entries`); an initial random candidate
+   while the search has fewer than K candidates (or no evaluated individual yet), else
+   tournament + mutation (the parent's graphs read once, cached while it is a member);
+   rejection protocol and gradient fingerprint run outside any transaction; then
+   :func:`alz_db.submit_candidate` stores the rejections and either links the child to an
+   equivalent representative or reserves a proxy slot atomically;
 4. nothing to do: wait for work (or return, with ``idle_exit``, once no selected search is
    running): on PostgreSQL LISTEN/NOTIFY, woken by the triggers of revision ``0012_notify``
    when an evaluation becomes claimable or a search changes status, with a fallback poll every
@@ -85,7 +87,7 @@ from alz_core.rejection.equivalence import combine_fingerprints
 from alz_core.rejection.problem import check
 from alz_core.rejection.result import RejectionResult
 
-from .candidates import read_population, record_rejections, submit_candidate
+from .candidates import load_candidates, population_entries, record_rejections, submit_candidate
 from .engine import make_engine, make_session_factory
 from .enums import EvalKind, FinishOutcome, SearchStatus, SubmitOutcome, WorkerStatus
 from .errors import DatabaseUnavailable, TransientStoreError
@@ -99,7 +101,7 @@ from .queue import (
     record_steps,
     release_evaluation,
 )
-from .records import Lease, SearchInfo
+from .records import Lease, PopulationEntry, SearchInfo
 from .requests import forget_old_requests, new_key
 from .retry import RetryPolicy, run_in_transaction
 from .searches import fail_search, get_search, list_searches
@@ -209,6 +211,7 @@ class _SearchContext:
     problems: dict[str, Any]  # branch -> rejection problem
     rng: np.random.Generator
     rank: int
+    #: the graphs of chosen parents by candidate id (pruned to the population at every step)
     population_cache: dict[int, Candidate] = field(default_factory=dict)
 
 
@@ -552,7 +555,11 @@ class _Worker:
         """One child for the search; ``False`` if the search has no budget left."""
         sid = ctx.info.id
         evo = ctx.info.evolution
-        info, population = self.call(_snapshot, sid, evo.population_size, ctx.population_cache)
+        info, population = self.call(_snapshot, sid, evo.population_size)
+        # the cache keeps the graphs of parents that are still members
+        members = {m.id for m in population}
+        for cid in [c for c in ctx.population_cache if c not in members]:
+            del ctx.population_cache[cid]
         if info.status is not SearchStatus.RUNNING or not info.budget_left:
             return False
         seen: list[tuple[str, LossGraph, RejectionResult]] = []
@@ -589,7 +596,10 @@ class _Worker:
             else:
                 parent = tournament_select(population, ctx.rng, evo.tournament_fraction,
                                            evo.tournament_min_size)
-                cand, mutation, attempts = child_candidate(parent.candidate, branches, ctx.rng,
+                if parent.id not in ctx.population_cache:  # its graphs, read once
+                    self.call(load_candidates, [parent.id], ctx.population_cache)
+                cand, mutation, attempts = child_candidate(ctx.population_cache[parent.id],
+                                                           branches, ctx.rng,
                                                            reject, space, evo, many,
                                                            self.rejection_batch)
                 generation = parent.generation + 1
@@ -717,11 +727,10 @@ def _run_proxy(ctx: _SearchContext, lease: Lease, work_dir: Path) -> Any:
     return combine_seeds(runs, ctx.info.metric)
 
 
-def _snapshot(session: Session, search_id: int, size: int,
-              cache: dict[int, Candidate]) -> tuple[SearchInfo, list[Any]]:
-    """The search's counters and its population, read in one transaction."""
-    return get_search(session, search_id), read_population(session, search_id, size,
-                                                           cache=cache)
+def _snapshot(session: Session, search_id: int,
+              size: int) -> tuple[SearchInfo, list[PopulationEntry]]:
+    """The search's counters and its population (without graphs), read in one transaction."""
+    return get_search(session, search_id), population_entries(session, search_id, size)
 
 
 def _record_result(session: Session, lease: Lease, steps: list[tuple[int, float | None]],

@@ -21,9 +21,11 @@ smallest write transaction (one-row UPDATE, commit) and the smallest read (``SEL
 connection.
 
 Joining a search: on a search of ``--candidates`` rows (built as ``scripts/bench_store.py``
-builds its analysis search), a fresh process of each tree runs ``read_population`` for
+builds its analysis search), a fresh process of each tree reads a population of
 ``--population`` P without a cache, ten times per round (after two warm-ups of its
-connection): what every worker pays when it joins a large search.
+connection): ``read_population`` (the members with their graphs) and the worker's own read
+before its first step (``population_entries`` and its parent's graphs, where the tree has
+them): what every worker pays when it joins a large search.
 """
 
 from __future__ import annotations
@@ -137,21 +139,41 @@ def child(url: str, search_id: int, start_at: float) -> dict:
 
 
 def join(url: str, search_id: int, size: int, repeats: int) -> dict:
-    """A worker joining the search: ``read_population(size)`` without a cache, ``repeats``
-    times, each in its own transaction on a warm connection; the times in ms."""
+    """A worker joining the search, without a cache, ``repeats`` times each, every read in its
+    own transaction on a warm connection; the times in ms. ``read_population``: the whole
+    population with its graphs. ``worker``: what ``alz-worker`` reads before its first step
+    (a tree with ``population_entries``: the members without graphs, a tournament, then the
+    parent's graphs with ``load_candidates``; an older tree: ``read_population``)."""
+    import numpy as np
+
+    import alz_db
+    from alz_core import tournament_select
     from alz_db import make_engine, make_session_factory, read_population, session_scope
+
+    def worker_read(s: Any, rng: np.random.Generator) -> int:
+        if not hasattr(alz_db, "population_entries"):
+            return len(read_population(s, search_id, size))
+        entries = alz_db.population_entries(s, search_id, size)
+        parent = tournament_select(entries, rng, 0.05, 2)
+        cache: dict = {}
+        alz_db.load_candidates(s, [parent.id], cache)
+        cache[parent.id].text  # noqa: B018 - the parent's graphs decoded, as a mutation does
+        return len(entries)
 
     engine = make_engine(url, pool_size=1, max_overflow=0, application_name="alz-bench")
     sessions = make_session_factory(engine)
-    times = []
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {"read_population": [], "worker": []}
     for i in range(repeats + 2):  # two warm-ups: the connection, the server's caches
-        t0 = time.perf_counter()
-        with session_scope(sessions) as s:
-            population = read_population(s, search_id, size)
-        if i >= 2:
-            times.append(1000 * (time.perf_counter() - t0))
+        for name in times:
+            t0 = time.perf_counter()
+            with session_scope(sessions) as s:
+                n = (len(read_population(s, search_id, size)) if name == "read_population"
+                     else worker_read(s, rng))
+            if i >= 2:
+                times[name].append(1000 * (time.perf_counter() - t0))
+            assert n == size, n
     engine.dispose()
-    assert len(population) == size, len(population)
     return {"times_ms": times}
 
 
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = _with_database(args.url, name)
     runs: dict[tuple[int, str], list[dict]] = {}
-    joins: dict[str, list[float]] = {}
+    joins: dict[tuple[str, str], list[float]] = {}
     try:
         upgrade(url, "head")
         probe = Server(admin, url, name)
@@ -294,16 +316,19 @@ def main(argv: list[str] | None = None) -> int:
                         [sys.executable, __file__, "--join", "--url", url, "--search", str(big),
                          "--population", str(args.population)], check=True, text=True,
                         stdout=subprocess.PIPE, env=dict(os.environ, ALZ_BENCH_CODE=str(t)))
-                    joins.setdefault(str(t), []).extend(json.loads(out.stdout)["times_ms"])
+                    for name, v in json.loads(out.stdout)["times_ms"].items():
+                        joins.setdefault((str(t), name), []).extend(v)
     finally:
         if not args.keep:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                              .format(sql.Identifier(name)))
     report = {"server_version": server, "cpus": os.cpu_count(), "floor": base, "levels": [],
-              "join": {t: {"median_ms": statistics.median(v), "runs": len(v)}
-                       for t, v in joins.items()},
+              "join": {},
               "candidates": args.candidates, "population": args.population}
+    for (t, name), v in joins.items():
+        report["join"].setdefault(t, {})[name] = {"median_ms": statistics.median(v),
+                                                  "runs": len(v)}
     for (w, t), outs in runs.items():
         report["levels"].append({
             "workers": w, "code": t, "rounds": len(outs), "pre_ping": outs[0]["pre_ping"],
@@ -345,11 +370,13 @@ def _print(report: dict, trees: list[Path], args: argparse.Namespace) -> None:
               f"{f['wait_ms']:.2f} / {f['commit_ms']:.2f} / {f['python_ms']:.2f} ms | "
               f"{r['worker_cpu_ms_per_cycle']:.2f} / {_ms(r['server_cpu_ms_per_cycle'])} |")
     if report["join"]:
-        print(f"\na worker joining a search of {report['candidates']:,} candidates: "
-              f"read_population(P = {report['population']:,}) without a cache, median of "
-              "10 runs per round")
-        for t, j in report["join"].items():
-            print(f"  {t}: {j['median_ms']:.1f} ms ({j['runs']} runs)")
+        print(f"\na worker joining a search of {report['candidates']:,} candidates, "
+              f"P = {report['population']:,}, without a cache, median of 10 runs per round: "
+              "read_population (the population with its graphs) and the worker's read before "
+              "its first step")
+        for t, reads in report["join"].items():
+            for name, j in reads.items():
+                print(f"  {t}: {name} {j['median_ms']:.1f} ms ({j['runs']} runs)")
     if len(trees) == 2:
         print(f"\nratios {trees[1]} / {trees[0]}, same processes on both sides:")
         for w in sorted({r["workers"] for r in report["levels"]}):
@@ -358,8 +385,9 @@ def _print(report: dict, trees: list[Path], args: argparse.Namespace) -> None:
                   f", claim p50 x{b['claim']['p50_ms'] / a['claim']['p50_ms']:.2f}, finish p50 "
                   f"x{b['finish']['p50_ms'] / a['finish']['p50_ms']:.2f}")
         if report["join"]:
-            a, b = (report["join"][str(t)]["median_ms"] for t in trees)
-            print(f"  joining a search: read_population x{b / a:.2f}")
+            for name in ("read_population", "worker"):
+                a, b = (report["join"][str(t)][name]["median_ms"] for t in trees)
+                print(f"  joining a search: {name} x{b / a:.2f}")
 
 
 if __name__ == "__main__":

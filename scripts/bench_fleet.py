@@ -89,10 +89,11 @@ from alz_db import (  # noqa: E402
     finish_evaluation,
     get_search,
     heartbeat,
+    load_candidates,
     make_engine,
     make_session_factory,
     mark_lost_workers,
-    read_population,
+    population_entries,
     reap_expired_leases,
     record_rejections,
     record_steps,
@@ -210,11 +211,10 @@ def _count_statement(*_: Any) -> None:
         stats.statements[_tls.op] += 1
 
 
-def _snapshot(session: Session, search_id: int, size: int,
-              cache: dict[int, Candidate]) -> tuple[Any, list[Any]]:
-    """The worker's read before an evolution step: counters and population in one unit."""
-    return get_search(session, search_id), read_population(session, search_id, size,
-                                                           cache=cache)
+def _snapshot(session: Session, search_id: int, size: int) -> tuple[Any, list[Any]]:
+    """The worker's read before an evolution step: counters and population (without graphs)
+    in one unit."""
+    return get_search(session, search_id), population_entries(session, search_id, size)
 
 
 def _record_result(session: Session, lease: Lease, steps: list[tuple[int, float | None]],
@@ -357,7 +357,10 @@ class SimWorker:
     def evolve(self) -> bool:
         """One evolution step; ``False`` if the search has no budget left."""
         cfg, sid = self.cfg, self.cfg.search_id
-        info, population = self.unit("snapshot", _snapshot, sid, cfg.population, self.cache)
+        info, population = self.unit("snapshot", _snapshot, sid, cfg.population)
+        members = {m.id for m in population}  # the worker's cache: parents still members
+        for cid in [c for c in self.cache if c not in members]:
+            del self.cache[cid]
         if info.status is not SearchStatus.RUNNING or not info.budget_left:
             return False
         self.sleep(cfg.evolve.sample(self.rng))  # the rejection checks and the fingerprint
@@ -369,6 +372,8 @@ class SimWorker:
         if info.candidates >= evo.initial_population and population:
             parent = tournament_select(population, self.rng, evo.tournament_fraction,
                                        evo.tournament_min_size)
+            if parent.id not in self.cache:  # the parent's graphs, as the worker reads them
+                self.unit("parent", load_candidates, [parent.id], self.cache)
         if self.rng.random() < cfg.exhausted_rate:  # every mutation rejected: rows only
             n = self.unit("record_rejections", _record_only, sid, results,
                           parent.id if parent else None, self.worker_id, new_key())

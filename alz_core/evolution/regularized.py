@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,8 +24,22 @@ from .mutation import MutationKind, mutate, random_graph
 from .rungs import Rungs, promotions, rank_key
 
 
-def tournament_select(population: Sequence[Individual], rng: np.random.Generator,
-                      fraction: float, min_size: int = 2) -> Individual:
+class Ranked(Protocol):
+    """What tournament selection reads of a member: an :class:`Individual`, or a stored
+    member without its graphs (a worker picks first and then reads the parent's graphs)."""
+
+    @property
+    def fitness(self) -> float | None: ...
+
+    @property
+    def rung(self) -> int: ...
+
+
+R = TypeVar("R", bound=Ranked)
+
+
+def tournament_select(population: Sequence[R], rng: np.random.Generator,
+                      fraction: float, min_size: int = 2) -> R:
     """Best of ``max(min_size, round(fraction * len))`` members (at most all of them) drawn
     without replacement.
 

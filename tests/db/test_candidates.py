@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import psycopg
 import pytest
 from sqlalchemy import func, select
 
 from alz_core.evolution.candidate import Candidate
 from alz_core.evolution.mutation import MutationKind
+from alz_core.evolution.regularized import tournament_select
 from alz_core.graph.loss_graph import LossGraph
 from alz_core.rejection.result import RejectReason, Verdict
 from alz_db import (
@@ -17,6 +19,8 @@ from alz_db import (
     DuplicateRepresentative,
     EvalStatus,
     FitnessKind,
+    InvalidInput,
+    PopulationEntry,
     SubmitOutcome,
     add_candidate,
     create_search,
@@ -24,7 +28,9 @@ from alz_db import (
     find_representative,
     get_candidate,
     get_search,
+    load_candidates,
     make_session_factory,
+    population_entries,
     read_population,
     reserve_proxy_slot,
     session_scope,
@@ -190,6 +196,21 @@ def test_population_is_the_most_recent_evaluated(sessions, unique_name) -> None:
     assert [p.id for p in again] == [ids[2], ids[0], ids[1], ids[4]]
     assert again[1:] == pop  # cached graphs decode to the same individuals
     assert rec.fitness_kind is FitnessKind.DIVERGED and rec.fitness is None
+    with session_scope(sessions) as s:
+        entries = population_entries(s, sid, 3)
+    # the same members in the same order, without graphs: what a worker's tournament reads
+    assert entries == [PopulationEntry(p.id, p.fitness, p.rung, p.generation) for p in pop]
+    assert tournament_select(entries, np.random.default_rng(5), 0.5, 2).id == \
+        tournament_select(pop, np.random.default_rng(5), 0.5, 2).id
+    parents: dict = {}
+    with session_scope(sessions) as s:
+        load_candidates(s, [ids[4], ids[4], ids[2]], parents)
+        assert set(parents) == {ids[4], ids[2]} and parents[ids[2]] == cand(FORMULAS[2])
+        parents[ids[4]] = "kept"  # a cached candidate is not read again
+        load_candidates(s, [ids[4]], parents)
+    assert parents[ids[4]] == "kept"
+    with pytest.raises(InvalidInput, match="population size=0"), session_scope(sessions) as s:
+        population_entries(s, sid, 0)
 
 
 def _claimed_representative(sessions, name: str, fingerprint: str):  # noqa: ANN001, ANN202
