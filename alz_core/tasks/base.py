@@ -93,6 +93,20 @@ class ProxyTask(Protocol):
         ...
 
 
+def check_run_args(task: ProxyTask, graphs: Mapping[str, LossGraph], metric: str,
+                   work_dir: str | Path) -> tuple[str, Path]:
+    """The checks every task's ``run`` starts with: ``graphs`` holds exactly the task's
+    branches and ``metric`` (any case) is one of the task's metrics, else ``ValueError``.
+    Returns the metric lowercased and ``work_dir`` as a ``Path``."""
+    if set(graphs) != set(task.branches):
+        raise ValueError(f"graphs must have exactly the branches {sorted(task.branches)}, "
+                         f"got {sorted(graphs)}")
+    metric = metric.lower()
+    if metric not in task.metrics:
+        raise ValueError(f"metric={metric!r}; expected one of {', '.join(task.metrics)}")
+    return metric, Path(work_dir)
+
+
 # --- the mmengine plumbing every task shares ------------------------------------------------------
 def release_runner(names: set[str]) -> None:
     """Drop mmengine's global per-experiment instances of a finished run.

@@ -32,7 +32,13 @@ from ..errors import one_line
 from ..graph.expr import BranchKind
 from ..graph.loss_graph import LossGraph
 from ..rejection.detection import DET_BRANCHES, INS_BRANCHES, DetSampling, det_rejection_problems
-from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
+from .base import (
+    ProxyResult,
+    check_run_args,
+    finish_run_config,
+    load_run_config,
+    train_and_validate,
+)
 from .configs import (
     ConfigProblem,
     DatasetInfo,
@@ -363,13 +369,7 @@ class DetProxyTask:
         ``None``, no metrics. An evaluation without any detection scores 0. Other errors (bad
         config, missing data) propagate.
         """
-        if set(graphs) != set(self.branches):
-            raise ValueError(f"graphs must have exactly the branches {sorted(self.branches)}, "
-                             f"got {sorted(graphs)}")
-        metric = metric.lower()
-        if metric not in self.metrics:
-            raise ValueError(f"metric={metric!r}; expected one of {', '.join(self.metrics)}")
-        work_dir = Path(work_dir)
+        metric, work_dir = check_run_args(self, graphs, metric, work_dir)
         cfg = self.build_config(graphs, work_dir, seed)
         # pycocotools prints its summary tables; the numbers are in the result
         run = train_and_validate(cfg, self.torch_threads, quiet=True)

@@ -27,7 +27,13 @@ from ..errors import one_line
 from ..graph.expr import BranchKind
 from ..graph.loss_graph import LossGraph
 from ..rejection.heatmap import HeatmapRejectionProblem, heatmap_rejection_problem
-from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
+from .base import (
+    ProxyResult,
+    check_run_args,
+    finish_run_config,
+    load_run_config,
+    train_and_validate,
+)
 from .configs import (
     ConfigProblem,
     DatasetInfo,
@@ -236,17 +242,11 @@ class PoseProxyTask:
         A non-finite training loss (or weights) ends the run early: ``diverged=True``, fitness
         ``None``, no metrics. Other errors (bad config, missing data) propagate.
         """
-        if set(graphs) != set(self.branches):
-            raise ValueError(f"graphs must have exactly the branches {sorted(self.branches)}, "
-                             f"got {sorted(graphs)}")
-        metric = metric.lower()
-        if metric not in self.metrics:
-            raise ValueError(f"metric={metric!r}; expected one of {', '.join(self.metrics)}")
+        metric, work_dir = check_run_args(self, graphs, metric, work_dir)
         check_mmpose_runtime()
         from ..mm import pose as _pose  # noqa: F401 - registers ALZLoss in mmpose
 
         graph = graphs["pose"]
-        work_dir = Path(work_dir)
         cfg = self.build_config(graph, work_dir, seed)
         # (xtcocotools prints its summary tables; the numbers are in the result)
         run = train_and_validate(cfg, self.torch_threads, quiet=True)

@@ -32,7 +32,13 @@ from ..data.voc import synthetic_search_split, write_voc_dataset
 from ..graph.expr import BranchKind
 from ..graph.loss_graph import LossGraph
 from ..metrics.segmentation import IGNORE_INDEX
-from .base import ProxyResult, finish_run_config, load_run_config, train_and_validate
+from .base import (
+    ProxyResult,
+    check_run_args,
+    finish_run_config,
+    load_run_config,
+    train_and_validate,
+)
 from .configs import (
     DatasetInfo,
     DatasetProblem,
@@ -151,14 +157,8 @@ class SegProxyTask:
         A non-finite training loss (or weights) ends the run early: ``diverged=True``, fitness
         ``None``, no metrics. Other errors (bad config, missing data) propagate.
         """
-        if set(graphs) != set(self.branches):
-            raise ValueError(f"graphs must have exactly the branches {sorted(self.branches)}, "
-                             f"got {sorted(graphs)}")
-        metric = metric.lower()
-        if metric not in self.metrics:
-            raise ValueError(f"metric={metric!r}; expected one of {', '.join(self.metrics)}")
+        metric, work_dir = check_run_args(self, graphs, metric, work_dir)
         graph = graphs["seg"]
-        work_dir = Path(work_dir)
         cfg = self.build_config(graph, metric, work_dir, seed)
         run = train_and_validate(cfg, self.torch_threads)
         metrics: dict[str, float] = {}
