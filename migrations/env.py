@@ -1,9 +1,9 @@
 """Alembic environment of the AutoLoss-Zero store.
 
 Where the database is, in order: a connection passed by the caller
-(``config.attributes["connection"]``, used by :mod:`alz_db.migrate` and the tests), the
+(``config.attributes["connection"]``, used by :mod:`alz_db.store.migrate` and the tests), the
 ``sqlalchemy.url`` option set by the caller, ``ALZ_DATABASE_URL``, else the embedded PostgreSQL
-(:func:`alz_db.engine.resolve_database_url`).
+(:func:`alz_db.store.engine.resolve_database_url`).
 
 All pending revisions run in one transaction (PostgreSQL DDL is transactional: a failed
 upgrade leaves the previous schema intact) that first takes a transaction-level advisory lock,
@@ -18,9 +18,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, text
 
-from alz_db.engine import make_engine, resolve_database_url
-from alz_db.migrate import MIGRATION_LOCK_KEY
-from alz_db.models import Base
+from alz_db.store.engine import make_engine, resolve_database_url
+from alz_db.store.migrate import MIGRATION_LOCK_KEY
+from alz_db.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -69,6 +69,6 @@ def test_only_mm_and_the_tasks_import_openmmlab(package: str) -> None:
 def test_the_app_does_not_reach_into_storage() -> None:
     """The web app reads through alz_db's read functions, never its tables or engines'
     internals directly."""
-    storage = ("alz_db.models", "alz_db.engine", "alz_db.migrate", "alz_db.embedded")
+    storage = ("alz_db.store.models", "alz_db.store.engine", "alz_db.store.migrate", "alz_db.store.embedded")
     bad = [(f, m) for f, m in _imports("webapp") if m.startswith(storage)]
     assert bad == []

@@ -4,7 +4,7 @@ Revision ID: 0002_analysis
 Revises: 0001_schema
 Create Date: 2025-11-24
 
-The views are documented, with example queries, in ``alz_db/views.py``. The indexes make the
+The views are documented, with example queries, in ``alz_db/store/views.py``. The indexes make the
 leaderboard and lineage queries index scans on a search of 1,000,000 candidates. The index
 builds lock the candidate table against writes for their duration (seconds on a million rows):
 run this upgrade with the workers stopped. Downgrade drops the views and indexes only.

@@ -24,7 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 #: how many candidates of each search the view ranks (the full ranking is one ORDER BY on the
-#: candidate table away; see alz_db/views.py)
+#: candidate table away; see alz_db/store/views.py)
 LEADERBOARD_SIZE = 1000
 
 # ties are broken by the older candidate, so the ranking is total and stable

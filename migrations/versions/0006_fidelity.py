@@ -12,7 +12,7 @@ Create Date: 2026-12-01
 * ``uq_candidate_search_id_fingerprint``: at most one representative per (search, fingerprint)
   *that has not failed*. A representative whose proxy evaluation failed for good used to hold
   its class forever: every equivalent child waited for a fitness that never came. Now the
-  class's next member is trained instead (``alz_db.queue``), which this index allows.
+  class's next member is trained instead (``alz_db.repo.queue``), which this index allows.
 
 * ``experiment.kind`` may be ``noise``: a search's noise floor (``alz noise``: one loss trained
   on the search's proxy task over several seeds).

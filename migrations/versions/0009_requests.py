@@ -8,7 +8,7 @@ Create Date: 2026-12-01
 per logical operation and passed unchanged to every retry; ``kind`` the unit; ``result`` what
 it returned, JSON). A unit inserts its key in the same transaction as its writes, so when the
 reply of a commit is lost and the unit is run again, the second run finds the key and returns
-the first run's result instead of writing again (:mod:`alz_db.requests`). Rows older than a
+the first run's result instead of writing again (:mod:`alz_db.store.requests`). Rows older than a
 week are deleted by the workers' reaper.
 """
 

@@ -5,7 +5,7 @@ Revises: 0011_rungs
 Create Date: 2026-12-01
 
 Idle workers used to poll the queue about once a second each; now they ``LISTEN alz_work``
-(:mod:`alz_db.notify`) and poll only as a fallback, with backoff. The database itself says when
+(:mod:`alz_db.store.notify`) and poll only as a fallback, with backoff. The database itself says when
 work may have appeared, so every code path that queues work notifies, including plain SQL:
 
 * ``evaluation`` (proxy runs: the only kind search workers claim; a re-training is queued and
@@ -32,7 +32,7 @@ down_revision: str | None = "0011_rungs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: keep equal to alz_db.notify.CHANNEL (a migration must not import code that may change)
+#: keep equal to alz_db.store.notify.CHANNEL (a migration must not import code that may change)
 CHANNEL = "alz_work"
 
 FUNCTIONS = {

@@ -1,7 +1,7 @@
 """Bad input never gives a traceback: one line ``error: ...`` and exit status 2, for every
 option of every command (walked from the parsers, so a new option is covered when it is
 added), for the inputs a review found, and for fuzzed formulas (hypothesis) through the CLI.
-Run in-process through :func:`alz_db.cli.main` / :func:`alz_db.worker_cli.main`."""
+Run in-process through :func:`alz_db.cli.main` / :func:`alz_db.cli.worker.main`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alz_db import cli, cli_args, worker_cli
-from alz_db.cli_tune import default_report_dir
+from alz_db import cli
+from alz_db.cli import args as cli_args
+from alz_db.cli import worker as worker_cli
+from alz_db.cli.study import default_report_dir
 
 # the server and database factory of the database tests
 from tests.db.conftest import admin_url, new_database, server_kind  # noqa: F401
@@ -95,7 +97,7 @@ def bad_values(kind: object) -> list[str]:
 
 def test_every_numeric_option_has_a_checked_type() -> None:
     """No option takes ``int``/``float`` (which accept other scripts' digits, ``nan`` and
-    unbounded values): each names its range with :mod:`alz_db.cli_args`."""
+    unbounded values): each names its range with :mod:`alz_db.cli.args`."""
     loose = []
     for entry, build, _ in ENTRIES:
         for prefix, parser in leaf_parsers(build()):
@@ -260,7 +262,7 @@ def test_an_ablation_file_cannot_put_markup_into_the_report(capsys, tmp_path: Pa
 
 def test_the_report_escapes_every_field_of_a_stored_study(tmp_path: Path) -> None:
     from alz_core.evolution.ablation import ARM_NAMES, AblationConfig, AblationResult, ArmTrace
-    from alz_db.report import _efficiency_section
+    from alz_db.services.report import _efficiency_section
 
     evil = "<script>alert(1)</script>"
     result = AblationResult(AblationConfig(budget=2, initial_population=1, seeds=(0,)), "seg",

@@ -33,7 +33,7 @@ from alz_db import (
     submit_candidate,
 )
 from alz_db.cli import main
-from alz_db.migrate import head
+from alz_db.store.migrate import head
 from tests.db.builders import accepted, cand, rejected
 
 # the server and database factory of the database tests: the machine's PostgreSQL on
@@ -385,7 +385,7 @@ def test_export_formats(capsys, db_url, populated):
 
 
 def test_mm_snippet_boundary_metrics():
-    from alz_db.cli import mm_snippet
+    from alz_db.queries.candidate import mm_snippet
 
     namespace: dict = {}
     exec(mm_snippet("-y*log(yhat)", metric="bf1"), namespace)
@@ -476,7 +476,7 @@ def test_overrides_that_could_run_code_are_refused(capsys, db_url, sessions, nam
 def test_a_search_row_with_code_running_overrides_is_refused_by_the_workers(sessions, db_url,
                                                                           name, tmp_path):
     """Anyone who can write a search row cannot make the workers run code."""
-    from alz_db.worker import run_worker
+    from alz_db.services.worker import run_worker
 
     with session_scope(sessions) as s:
         sid = create_search(s, name, "seg", "miou", evolution={"budget": 1}, start=True,
@@ -491,7 +491,7 @@ def test_a_search_row_with_code_running_overrides_is_refused_by_the_workers(sess
 
 def test_a_node_can_restrict_where_user_configs_come_from(sessions, name, tmp_path,
                                                           monkeypatch):
-    from alz_db.worker import CONFIG_DIRS_ENV, NodeProblem, config_on_this_node
+    from alz_db.services.proxy import CONFIG_DIRS_ENV, NodeProblem, config_on_this_node
 
     config = tmp_path / "mine.py"
     config.write_text("x = 1\n")

@@ -23,7 +23,7 @@ from alz_db import (
     submit_candidate,
 )
 from alz_db.cli import main
-from alz_db.report import collect_report
+from alz_db.queries.report_data import collect_report
 from tests.db.builders import accepted, cand, rejected
 
 # the server and database factory of the database tests

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from alz_db.cli import build_parser as alz_parser
-from alz_db.worker_cli import build_parser as worker_parser
-from alz_db.worker_cli import parse_gpus
+from alz_db.cli.worker import build_parser as worker_parser
+from alz_db.cli.worker import parse_gpus
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

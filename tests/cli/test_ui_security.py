@@ -17,15 +17,15 @@ from alz_db import (
     StatementTimeout,
     StoreError,
     TransientStoreError,
-    cli_ui,
     display_url,
     drop_role,
     make_engine,
     make_session_factory,
-    migrate,
     session_scope,
 )
 from alz_db.cli import main
+from alz_db.cli import ui as cli_ui
+from alz_db.store import migrate
 
 # the server and database factory of the database tests (ALZ_TEST_DB=local|embedded)
 from tests.db.conftest import admin_url, new_database, server_kind  # noqa: F401

@@ -32,10 +32,10 @@ from alz_db import (
     check_database,
     make_engine,
     make_session_factory,
-    migrate,
     register_worker,
     session_scope,
 )
+from alz_db.store import migrate
 
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -72,7 +72,7 @@ def admin_url(server_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         check_database(url, timeout_s=5)  # a clear one-line failure if it is down
         yield url
         return
-    from alz_db import embedded
+    from alz_db.store import embedded
 
     data_dir = Path(os.environ.get("ALZ_TEST_DATA_DIR") or
                     tmp_path_factory.mktemp("embedded") / "pgdata")

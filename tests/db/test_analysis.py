@@ -15,7 +15,7 @@ from alz_db import (
     lineage,
     session_scope,
 )
-from alz_db.models import Candidate as Row
+from alz_db.store.models import Candidate as Row
 
 from .builders import FORMULAS, cand
 

@@ -30,8 +30,8 @@ from alz_db import (
     session_scope,
     submit_candidate,
 )
-from alz_db.models import Candidate as CandidateRow
-from alz_db.models import Rejection
+from alz_db.store.models import Candidate as CandidateRow
+from alz_db.store.models import Rejection
 
 from .builders import FORMULAS, accepted, cand, rejected
 from .conftest import _libpq
@@ -165,7 +165,7 @@ def test_racing_workers_never_train_one_class_twice(race_engine, sessions,
 
 
 def test_population_is_the_most_recent_evaluated(sessions, unique_name) -> None:
-    from alz_db.models import Candidate as Row
+    from alz_db.store.models import Candidate as Row
 
     sid = _search(sessions, unique_name)
     with session_scope(sessions) as s:

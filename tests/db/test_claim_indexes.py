@@ -14,11 +14,11 @@ from alz_db import (
     finish_evaluation,
     make_engine,
     make_session_factory,
-    migrate,
     register_worker,
     session_scope,
     submit_candidate,
 )
+from alz_db.store import migrate
 
 from .builders import cand
 

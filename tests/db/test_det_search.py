@@ -16,7 +16,7 @@ pytest.importorskip("mmdet", reason="mmdetection is not installed (scripts/insta
 
 from alz_core.tasks.registry import get_task  # noqa: E402
 from alz_db import create_search, session_scope  # noqa: E402
-from alz_db.worker import run_worker  # noqa: E402
+from alz_db.services.worker import run_worker  # noqa: E402
 
 BUDGET = 3
 

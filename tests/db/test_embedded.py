@@ -15,14 +15,13 @@ from sqlalchemy import text
 
 from alz_db import (
     create_search,
-    embedded,
     get_search,
     make_engine,
     make_session_factory,
-    migrate,
     resolve_database_url,
     session_scope,
 )
+from alz_db.store import embedded, migrate
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from alz_db import DatabaseUnavailable, embedded
+from alz_db import DatabaseUnavailable
 from alz_db.cli import main
+from alz_db.store import embedded
 
 
 def _libpq(url: str) -> str:

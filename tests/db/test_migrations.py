@@ -19,10 +19,10 @@ from alz_db import (
     leaderboard,
     make_engine,
     make_session_factory,
-    migrate,
     session_scope,
 )
-from alz_db.models import Base
+from alz_db.store import migrate
+from alz_db.store.models import Base
 
 from .builders import cand
 from .conftest import _libpq

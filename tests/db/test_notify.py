@@ -1,4 +1,4 @@
-"""Idle workers wait on LISTEN/NOTIFY (revision 0012_notify, :mod:`alz_db.notify`): work wakes
+"""Idle workers wait on LISTEN/NOTIFY (revision 0012_notify, :mod:`alz_db.store.notify`): work wakes
 them, a lost notification is covered by the fallback poll, and with nothing to do the claim
 rounds back off.
 
@@ -24,7 +24,6 @@ from alz_db import (
     claim_evaluation,
     create_search,
     fail_evaluation,
-    migrate,
     reap_expired_leases,
     release_evaluation,
     session_scope,
@@ -32,10 +31,11 @@ from alz_db import (
     stop_search,
     submit_candidate,
 )
-from alz_db.models import Evaluation
-from alz_db.notify import CHANNEL, WorkWaiter, libpq_url, listen_enabled_from_env
 from alz_db.records import Lease
-from alz_db.searches import fail_search, resume_search
+from alz_db.repo.searches import fail_search, resume_search
+from alz_db.store import migrate
+from alz_db.store.models import Evaluation
+from alz_db.store.notify import CHANNEL, WorkWaiter, libpq_url, listen_enabled_from_env
 
 from .builders import cand
 from .conftest import _libpq
@@ -267,7 +267,7 @@ def test_work_queued_while_the_listen_connection_is_down_is_found_by_the_poll(
         with psycopg.connect(_libpq(db_url), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         _submit(sessions, sid)  # its notification goes to a connection that is gone
-        with caplog.at_level(logging.WARNING, logger="alz_db.notify"):
+        with caplog.at_level(logging.WARNING, logger="alz_db.store.notify"):
             outcomes = [waiter.wait(stop) for _ in range(3)]
         assert outcomes == ["poll"] * 3 and not waiter.listening
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -297,7 +297,7 @@ def test_a_listen_that_fails_falls_back_to_polling_with_one_warning(
                         listen=True, connect=refused)
     stop = threading.Event()
     _submit(sessions, sid)  # nobody hears this one
-    with caplog.at_level(logging.WARNING, logger="alz_db.notify"):
+    with caplog.at_level(logging.WARNING, logger="alz_db.store.notify"):
         outcomes = [waiter.wait(stop) for _ in range(8)]
     assert set(outcomes) == {"poll"} and not waiter.listening
     assert attempts  # it did try, and will again
@@ -344,8 +344,8 @@ def test_backoff_doubles_up_to_the_cap_and_work_resets_it(db_url) -> None:
 
 
 def _counting_claims(monkeypatch) -> list[float]:
-    """Every claim round of :mod:`alz_db.worker` (its call of ``claim_evaluation``)."""
-    import alz_db.worker as worker_module
+    """Every claim round of :mod:`alz_db.services.worker` (its call of ``claim_evaluation``)."""
+    import alz_db.services.worker as worker_module
 
     calls: list[float] = []
     real = worker_module.claim_evaluation
@@ -360,7 +360,7 @@ def _counting_claims(monkeypatch) -> list[float]:
 
 def _run_worker_in_thread(db_url: str, sid: int, stop: threading.Event, tmp_path,
                           **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    from alz_db.worker import run_worker
+    from alz_db.services.worker import run_worker
 
     result: dict[str, Any] = {}
 

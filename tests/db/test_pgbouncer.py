@@ -39,7 +39,7 @@ from alz_db import (
     session_scope,
     submit_candidate,
 )
-from alz_db.engine import pgbouncer_from_env
+from alz_db.store.engine import pgbouncer_from_env
 
 from .builders import FORMULAS, accepted
 

@@ -41,9 +41,9 @@ from alz_db import (
     stop_search,
     submit_candidate,
 )
-from alz_db.models import Evaluation
-from alz_db.queue import FAILURES_TO_FAIL_SEARCH
-from alz_db.searches import resume_search
+from alz_db.repo.queue import FAILURES_TO_FAIL_SEARCH
+from alz_db.repo.searches import resume_search
+from alz_db.store.models import Evaluation
 
 from .builders import FORMULAS, cand
 

@@ -1,4 +1,4 @@
-"""Rejection rows at scale (revision 0013_rejection_growth, :mod:`alz_db.retention`): the
+"""Rejection rows at scale (revision 0013_rejection_growth, :mod:`alz_db.repo.retention`): the
 per-search aggregates follow every insert and delete, pruning keeps the report's counts, the
 efficiency curve and the counters exact, and the migration upgrades a database holding rows
 and downgrades again."""
@@ -22,15 +22,15 @@ from alz_db import (
     get_search,
     make_engine,
     make_session_factory,
-    migrate,
     prune_rejections,
     record_rejections,
     session_scope,
     submit_candidate,
 )
-from alz_db.browse import PopulationQuery, candidate_detail, fitness_history, population_page
-from alz_db.report import collect_report
-from alz_db.searches import delete_search
+from alz_db.queries import PopulationQuery, candidate_detail, fitness_history, population_page
+from alz_db.queries.report_data import collect_report
+from alz_db.repo.searches import delete_search
+from alz_db.store import migrate
 
 from .builders import accepted, cand, rejected
 from .conftest import _libpq

@@ -26,7 +26,7 @@ from alz_db import (
     session_scope,
     submit_candidate,
 )
-from alz_db.requests import forget_old_requests, new_key, once
+from alz_db.store.requests import forget_old_requests, new_key, once
 
 from .builders import accepted, cand, rejected
 

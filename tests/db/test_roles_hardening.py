@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from alz_db import InvalidInput, create_read_only_role, drop_role, session_scope
-from alz_db.roles import ROLE_MARKER, is_project_role
+from alz_db.store.roles import ROLE_MARKER, is_project_role
 
 
 def _libpq(url: str, **parts) -> str:

@@ -23,7 +23,7 @@ from alz_db import (
     session_scope,
     submit_candidate,
 )
-from alz_db.queue import promote_by_rung
+from alz_db.repo.queue import promote_by_rung
 
 from .builders import FORMULAS, cand
 

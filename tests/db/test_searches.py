@@ -18,7 +18,7 @@ from alz_db import (
     start_search,
     stop_search,
 )
-from alz_db.models import Search
+from alz_db.store.models import Search
 
 
 def _count(sessions) -> int:

@@ -17,7 +17,7 @@ pytest.importorskip("mmseg", reason="the OpenMMLab stack is not installed (scrip
 
 from alz_db import get_search, session_scope, start_search  # noqa: E402
 from alz_db.cli import main  # noqa: E402
-from alz_db.worker import run_worker  # noqa: E402
+from alz_db.services.worker import run_worker  # noqa: E402
 from tests import datasets  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def _search_runs(sessions, db_url: str, search_id: int, tmp_path: Path) -> None:
 
 def _rejection_labels(info) -> tuple[int, set[int], tuple[int, ...]]:
     """The rejection problem a worker builds for the search: classes, label values, shape."""
-    from alz_db.worker import _build_task
+    from alz_db.services.worker import _build_task
 
     task, problems = _build_task(info, Path(info.extra["data_root"]), "t", 1)
     problem = problems["seg"]

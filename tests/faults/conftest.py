@@ -2,7 +2,7 @@
 the test server of ``tests/db/conftest.py``, a small synthetic dataset, searches with tiny
 proxies, and SQL checks of a finished search.
 
-The tests start real worker processes (``alz_db.worker_cli.spawn_workers``) and kill or
+The tests start real worker processes (``alz_db.cli.worker.spawn_workers``) and kill or
 disturb them; they are marked ``fault`` (run only them with ``pytest -m fault tests/faults``).
 """
 
@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from alz_db import create_search, make_engine, make_session_factory, migrate, session_scope
+from alz_db import create_search, make_engine, make_session_factory, session_scope
+from alz_db.store import migrate
 from tests.db.conftest import admin_url, new_database, server_kind  # noqa: F401 - fixtures
 
 #: proxy runs and rejection checks kept tiny so that a whole search takes seconds

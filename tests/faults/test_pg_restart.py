@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from alz_db import migrate
-from alz_db.worker_cli import spawn_workers
+from alz_db.services.processes import spawn_workers
+from alz_db.store import migrate
 
 from .conftest import assert_search_complete, make_search, sql, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alz_db import create_search, make_engine, make_session_factory, session_scope
-from alz_db.worker import run_worker
+from alz_db.services.worker import run_worker
 
 from .conftest import assert_search_complete, sql
 

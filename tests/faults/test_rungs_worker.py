@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alz_db.cli import main
-from alz_db.worker import run_worker
+from alz_db.services.worker import run_worker
 
 from .conftest import REJECTION, sql
 

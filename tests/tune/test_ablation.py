@@ -170,7 +170,7 @@ def test_cli_ablation_on_the_tiny_task(tmp_path, capsys, db_url, small_voc) -> N
     """The real thing at a tiny budget: five arms, a figure, stored in the database."""
     from alz_db import make_engine, make_session_factory, session_scope
     from alz_db.cli import main
-    from alz_db.experiments import latest_experiment
+    from alz_db.repo.experiments import latest_experiment
 
     out = tmp_path / "abl"
     code = main(["ablation", "--budget", "2", "--seeds", "0", "--initial", "1",

@@ -9,8 +9,8 @@ import pytest
 
 from alz_db import EvalKind, EvalStatus, evaluation_steps, evaluations_of, session_scope
 from alz_db.cli import main
-from alz_db.distributed import FAULT_ENV, parse_launch
 from alz_db.errors import InvalidInput
+from alz_db.services.distributed import FAULT_ENV, parse_launch
 
 
 def _retrains(sessions, cid: int):

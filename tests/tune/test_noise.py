@@ -9,7 +9,9 @@ import pytest
 
 from alz_db import session_scope
 from alz_db.cli import main
-from alz_db.noise import NoiseFloor, noise_floor_of, save_noise_floor, spread
+from alz_db.records import NoiseFloor
+from alz_db.repo.experiments import noise_floor_of, save_noise_floor
+from alz_db.services.noise import spread
 
 
 def test_spread_is_the_sample_statistics() -> None:
@@ -47,7 +49,8 @@ def test_alz_noise_trains_the_searchs_proxy_over_seeds_and_stores_it(
 def test_the_floor_is_shown_in_status_json_and_the_report(sessions, small_search, tmp_path,
                                                           capsys, db_url) -> None:
     from alz_db import get_search
-    from alz_db.report import collect_report, render_report
+    from alz_db.queries.report_data import collect_report
+    from alz_db.services.report import render_report
 
     floor = NoiseFloor("cross-entropy", "-y*log(yhat)", "miou", [0, 1, 2, 3],
                        [0.50, 0.52, None, 0.54], [1.0] * 4, background=0.03,

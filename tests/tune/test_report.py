@@ -8,8 +8,9 @@ import re
 
 from alz_db import session_scope
 from alz_db.cli import main
-from alz_db.experiments import save_experiment
-from alz_db.report import SECTIONS, collect_report, render_report
+from alz_db.queries.report_data import collect_report
+from alz_db.repo.experiments import save_experiment
+from alz_db.services.report import SECTIONS, render_report
 
 from .test_ablation import _run
 

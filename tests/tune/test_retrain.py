@@ -7,7 +7,9 @@ import pytest
 from alz_db import EvalKind, evaluation_steps, evaluations_of, session_scope
 from alz_db.cli import main
 from alz_db.errors import InvalidInput
-from alz_db.retrain import TrainingSettings, set_tuned_settings, tuned_settings_of
+from alz_db.repo.candidates import tuned_settings_of
+from alz_db.services.retrain import set_tuned_settings
+from alz_db.services.training import TrainingSettings
 
 from .conftest import retrain_cli
 
@@ -27,7 +29,7 @@ def test_apply_settings_to_the_tiny_config() -> None:
     from mmengine.config import Config
 
     from alz_core.tasks.seg import TINY_CONFIG
-    from alz_db.retrain import apply_settings
+    from alz_db.services.training import apply_settings
 
     cfg = Config.fromfile(str(TINY_CONFIG))
     base_lr = cfg.optim_wrapper.optimizer.lr

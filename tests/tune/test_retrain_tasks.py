@@ -23,7 +23,8 @@ from alz_db import (
     session_scope,
     submit_candidate,
 )
-from alz_db.retrain import TrainingSettings, apply_settings, resolve_config, set_tuned_settings
+from alz_db.services.retrain import set_tuned_settings
+from alz_db.services.training import TrainingSettings, apply_settings, resolve_config
 from tests.db.builders import accepted
 
 from .conftest import retrain_cli

@@ -7,16 +7,13 @@ import json
 import pytest
 from sqlalchemy import text
 
-from alz_db import migrate, session_scope
+from alz_db import session_scope
 from alz_db.cli import main
 from alz_db.errors import InvalidInput
-from alz_db.tuning import (
-    TuneConfig,
-    run_tuning_worker,
-    studies_of,
-    trials_for_candidate,
-    tune_candidate,
-)
+from alz_db.records import TuneConfig
+from alz_db.repo.studies import studies_of, trials_for_candidate
+from alz_db.services.tuning import run_tuning_worker, tune_candidate
+from alz_db.store import migrate
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -126,7 +123,8 @@ def test_study_storage_write_back_and_trials_without_training(sessions, small_se
     """The study lives in schema optuna of the same database; trials read back by SQL."""
     import optuna
 
-    from alz_db.tuning import optuna_storage, register_study, write_back_best
+    from alz_db.repo.studies import register_study
+    from alz_db.services.tuning import optuna_storage, write_back_best
 
     cid = small_search.child
     config = TuneConfig(trials=3)

@@ -42,8 +42,10 @@ from alz_db import (
     session_scope,
     submit_candidate,
 )
-from alz_db.migrate import upgrade
-from alz_db.tuning import TuneConfig, optuna_storage, register_study, write_back_best
+from alz_db.records import TuneConfig
+from alz_db.repo.studies import register_study
+from alz_db.services.tuning import optuna_storage, write_back_best
+from alz_db.store.migrate import upgrade
 from tests.db.builders import accepted, cand, rejected
 
 # the server and the database factory of the database tests (ALZ_TEST_DB=local|embedded)

@@ -1,4 +1,4 @@
-"""The queries of the web app (alz_db.browse) and the pure helpers of webapp.graphs."""
+"""The queries of the web app (alz_db.queries) and the pure helpers of webapp.graphs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from alz_core.graph.loss_graph import LossGraph
 from alz_core.rejection.result import RejectReason, Verdict
 from alz_db import InvalidInput, NotFound, make_session_factory, session_scope
-from alz_db.browse import (
+from alz_db.queries import (
     PopulationQuery,
     SortKey,
     descendants,

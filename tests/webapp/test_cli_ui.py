@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 
 from alz_db.cli import build_parser, main
-from alz_db.cli_ui import APP, read_only_url, streamlit_command
+from alz_db.cli.ui import APP, read_only_url, streamlit_command
 
 DEAD_URL = "postgresql://postgres@127.0.0.1:1/alz"  # nothing listens on port 1
 

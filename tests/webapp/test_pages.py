@@ -17,7 +17,7 @@ from alz_db import (
     stop_search,
     worker_heartbeat,
 )
-from alz_db.cli import mm_snippet
+from alz_db.queries.candidate import mm_snippet
 
 from .conftest import FITNESS, FORMULAS, STUDY, TRIALS, World
 
@@ -92,7 +92,9 @@ def test_searches_page_shows_progress_and_the_fitness_history(world: World) -> N
 
 def test_searches_page_draws_the_noise_floor_band(world: World) -> None:
     from alz_db import get_search
-    from alz_db.noise import NoiseFloor, save_noise_floor, spread
+    from alz_db.records import NoiseFloor
+    from alz_db.repo.experiments import save_noise_floor
+    from alz_db.services.noise import spread
 
     values = [0.50, 0.53, 0.56]
     floor = NoiseFloor("cross-entropy", "-y*log(yhat)", "miou", [0, 1, 2], values, [1.0] * 3,

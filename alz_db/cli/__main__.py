@@ -1,0 +1,8 @@
+"""``python -m alz_db.cli``: the ``alz`` command (as ``python -m alz_db.cli`` ran it before the
+CLI became a package)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
