@@ -34,7 +34,7 @@ from . import args as A
 from .common import CLIError, err_console, open_database, say
 
 #: the app's entry point
-APP = Path(__file__).resolve().parents[1] / "webapp" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "webapp" / "app.py"
 #: the read-only role the app connects as, unless --role says otherwise
 DEFAULT_ROLE = "alz_reader"
 UI_DATABASE_URL_ENV = "ALZ_UI_DATABASE_URL"  # the same name as webapp.common's

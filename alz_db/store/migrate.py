@@ -2,6 +2,10 @@
 
 The schema exists only through these migrations (never ``create_all``). Concurrent upgrades are
 serialised by a transaction-level advisory lock taken in ``migrations/env.py``.
+
+The migrations are package data of ``alz_db.store`` (``alz_db/store/migrations``; the
+repository's top-level ``migrations`` is a link to it), so an installed wheel runs them without
+a checkout.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from sqlalchemy.exc import DBAPIError
 from ..errors import DatabaseUnavailable, TransientStoreError, sqlstate, translate
 from .engine import display_url, make_engine, normalize_url
 
-#: the repository root holds ``alembic.ini`` and ``migrations/`` (editable installs, a clone)
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+#: the Alembic environment and revisions, shipped with the package
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: a checkout's root holds ``alembic.ini`` (editable installs, a clone; an installed wheel has
+#: none, and the defaults apply)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Alembic keeps the running environment in module globals (``alembic.context``): two commands
 #: in threads of one process would mix their environments. Across processes, the advisory lock
 #: of migrations/env.py serialises upgrades.
