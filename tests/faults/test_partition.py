@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import assert_search_complete, make_search, sql, wait_for
+from .helpers import assert_search_complete, make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 

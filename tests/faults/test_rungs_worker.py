@@ -10,7 +10,7 @@ import pytest
 from alz_db.cli import main
 from alz_db.services.worker import run_worker
 
-from .conftest import REJECTION, sql
+from .helpers import REJECTION, sql
 
 pytestmark = pytest.mark.fault
 

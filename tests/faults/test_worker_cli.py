@@ -11,7 +11,7 @@ import pytest
 
 from alz_db.cli.worker import UsageError, main, parse_gpus
 
-from .conftest import make_search, sql, wait_for
+from .helpers import make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 

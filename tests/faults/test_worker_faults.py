@@ -17,7 +17,7 @@ import pytest
 from alz_db.services.processes import spawn_workers
 from alz_db.services.worker import run_worker
 
-from .conftest import assert_search_complete, make_search, sql, wait_for
+from .helpers import assert_search_complete, make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -143,7 +143,7 @@ def test_leases_are_reaped_while_every_worker_is_training(
         session_scope,
         submit_candidate,
     )
-    from tests.db.builders import cand
+    from tests.fixtures.builders import cand
 
     busy = make_search(fault_db, voc_root, budget=1, initial=1, max_iters=5000)
     other = make_search(fault_db, voc_root, budget=1, initial=1, max_iters=3)

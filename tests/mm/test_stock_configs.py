@@ -15,7 +15,6 @@ import torch
 from alz_core.graph.loss_graph import LossGraph
 from alz_core.tasks.registry import TaskSettings, build_task, setup_task
 from tests import datasets
-from tests.db.conftest import admin_url, new_database, server_kind  # noqa: F401
 
 
 def _stock(package: str, relative: str) -> Path:

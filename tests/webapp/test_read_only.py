@@ -19,9 +19,8 @@ from alz_db import (
     session_scope,
 )
 from alz_db.cli.ui import prepare_read_only_url
+from tests.fixtures.world import World
 from webapp.common import connect
-
-from .conftest import World
 
 
 def _writes_fail(sessions, world: World) -> None:
