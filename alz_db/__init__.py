@@ -1,13 +1,22 @@
 """Storage and coordination of searches in PostgreSQL (the worker protocol: docs/store.md).
 
-* schema: :mod:`alz_db.store.models` (created only by the Alembic migrations,
-  :mod:`alz_db.store.migrate`)
-* where the database is and units of work: :mod:`alz_db.store.engine`,
-  :mod:`alz_db.store.embedded`, :mod:`alz_db.store.retry`
-* repositories (functions of a Session; they never commit and return frozen records or
-  ``alz_core`` dataclasses): :mod:`alz_db.repo.searches`, :mod:`alz_db.repo.candidates`,
-  :mod:`alz_db.repo.queue`, :mod:`alz_db.repo.workers`, :mod:`alz_db.repo.lineage`
-* analysis views and the read-only role: :mod:`alz_db.store.views`, :mod:`alz_db.store.roles`
+This module is the public API: every name below is importable from ``alz_db``. The package's
+layers, each importing only those below it (``tests/test_layers.py``):
+
+* :mod:`alz_db.cli`: the ``alz`` and ``alz-worker`` command lines;
+* :mod:`alz_db.services`: work spanning many units of work (the search worker, re-training,
+  tuning, noise floors, distributed runs, the HTML report);
+* :mod:`alz_db.queries`: read models of the web app, the CLI and the report;
+* :mod:`alz_db.repo`: repositories, functions of a Session that never commit and return frozen
+  records or ``alz_core`` dataclasses (searches, candidates, the queue, workers, experiments,
+  lineage, retention, tuning studies);
+* :mod:`alz_db.store`: the schema (:mod:`alz_db.store.models`, created only by the Alembic
+  migrations, :mod:`alz_db.store.migrate`), where the database is and units of work
+  (:mod:`alz_db.store.engine`, :mod:`alz_db.store.embedded`, :mod:`alz_db.store.retry`), the
+  analysis views and the read-only role (:mod:`alz_db.store.views`, :mod:`alz_db.store.roles`);
+
+and the vocabulary every layer uses: :mod:`alz_db.records`, :mod:`alz_db.enums`,
+:mod:`alz_db.errors`.
 
 A unit of work::
 

@@ -4,7 +4,7 @@ Revision ID: 0001_schema
 Revises:
 Create Date: 2025-11-24
 
-Written from ``alz_db/store/models.py`` (then compared with it by ``tests/db/test_migrations.py``).
+Written from ``alz_db/store/models.py`` (then compared with it by ``tests/db/store/test_migrations.py``).
 The operational indexes live here: the unique representative per fingerprint class, the
 population read, the claim queue and the lease reaper. Analysis indexes and the read-only views
 are revision 0002. Enumerated columns are VARCHAR + CHECK, so a new state is a small migration.
