@@ -174,7 +174,7 @@ def cfg_options(args: argparse.Namespace) -> dict:
 
 
 def setup_task(task: str, metric: str, args: argparse.Namespace, options: dict, *,
-                prepare: bool = True, split_seed: int = 0, eval_count: int | None = None):
+               prepare: bool = True, split_seed: int = 0, eval_count: int | None = None):
     """:func:`alz_core.tasks.registry.setup_task` with a spinner and one-line errors."""
     from alz_core.errors import InvalidValue, one_line
     from alz_core.tasks import registry
@@ -194,8 +194,8 @@ def setup_task(task: str, metric: str, args: argparse.Namespace, options: dict, 
 def say_setup(setup, *, verb: str = "found") -> None:  # noqa: ANN001 - a TaskSetup
     """What the project changes in the config and which data and split it uses."""
     say(f"config        {setup.config.label} (sha256 {setup.config_sha256[:12]})"
-         + (f", overrides {' '.join(f'{k}={v!r}' for k, v in setup.cfg_options.items())}"
-            if setup.cfg_options else ""))
+        + (f", overrides {' '.join(f'{k}={v!r}' for k, v in setup.cfg_options.items())}"
+           if setup.cfg_options else ""))
     for line in setup.changes:
         say(f"  changes     {line}")
     if setup.dataset is None:
@@ -204,13 +204,13 @@ def say_setup(setup, *, verb: str = "found") -> None:  # noqa: ANN001 - a TaskSe
     d = setup.dataset
     classes = ", ".join(d.classes[:6]) + (", ..." if len(d.classes) > 6 else "")
     say(f"data          {setup.data_root}: {d.dataset_type}, {d.train_images} training "
-         f"images, {len(d.classes)} classes ({classes})"
-         + (f", ignore index {d.ignore_index}" if d.ignore_index is not None else ""))
+        f"images, {len(d.classes)} classes ({classes})"
+        + (f", ignore index {d.ignore_index}" if d.ignore_index is not None else ""))
     if setup.split is not None:
         c = setup.split.counts
         how = "prepared" if setup.split_created else verb
         say(f"search split  {how} {setup.split.directory}: {c.get('train')} to train on, "
-             f"{c.get('eval')} held out for evaluation (seed {setup.split.seed})")
+            f"{c.get('eval')} held out for evaluation (seed {setup.split.seed})")
 
 
 def db_options(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:

@@ -41,7 +41,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         say(f"database at {payload['url']} is already at {newest}")
     else:
         say(f"database at {payload['url']} upgraded from {before or 'empty'} "
-                          f"to {newest}")
+                         f"to {newest}")
     return 0
 
 
@@ -95,7 +95,7 @@ def cmd_db_prune_rejections(args: argparse.Namespace) -> int:
                           "deleted": deleted, "rejected_rows_left": left}))
     else:
         say(f"search {info.id} {info.name!r}: deleted {deleted} rejected rows, {left} left "
-             f"(the report's counts and the efficiency curve are unchanged)")
+            f"(the report's counts and the efficiency curve are unchanged)")
     return 0
 
 
@@ -116,7 +116,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     args.data_root = str(root.resolve())
     setup = setup_task(task.name, task.metrics[0], args, cfg_options(args),
-                        split_seed=args.seed, eval_count=args.eval_count)
+                       split_seed=args.seed, eval_count=args.eval_count)
     payload = {"root": setup.data_root, "task": task.name, "config": setup.config.label,
                "changes": list(setup.changes),
                "dataset": None if setup.dataset is None else setup.dataset.to_json(),
@@ -128,8 +128,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     say_setup(setup, verb="already there:")
     if setup.split is not None:
         say(f"searches on it: alz search create NAME --task {task.name} --data-root "
-             f"{setup.data_root}" + ("" if args.config in (None, "tiny")
-                                     else f" --config {args.config}"))
+            f"{setup.data_root}" + ("" if args.config in (None, "tiny")
+                                    else f" --config {args.config}"))
     return 0
 
 

@@ -155,7 +155,7 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     table = new_table("name", "task", "metric", "branch", "formula", "source", "valid")
     for r in rows:
         add_row(table, r["name"], r["task"], r["metric"] or "-", r["branch"], r["formula"],
-                 r["source"], "yes" if r["valid"] else literal("no", "red"))
+                r["source"], "yes" if r["valid"] else literal("no", "red"))
     out_console.print(table)
     return 0
 
@@ -335,12 +335,12 @@ def cmd_show(args: argparse.Namespace) -> int:
                   "s", title="loss rejection")
         for r in d["rejections"]:
             add_row(t, r["branch"], r["verdict"], r["reason"] or "-", fmt(r["metric_before"]),
-                      fmt(r["metric_after"]), fmt(r["score"]), str(r["iterations"]),
-                      r["stop"], f"{r['seconds']:.2f}")
+                     fmt(r["metric_after"]), fmt(r["score"]), str(r["iterations"]),
+                     r["stop"], f"{r['seconds']:.2f}")
         out_console.print(t)
     if d["evaluations"]:
         t = new_table("id", "kind", "status", "attempts", "worker", "fitness", "seconds", "metrics",
-                   title="evaluations")
+                      title="evaluations")
         for e in d["evaluations"]:
             shown = {k: v for k, v in (e["metrics"] or {}).items() if k != "seeds"}
             metrics = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -352,9 +352,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                     for x in seeds)
             status = e["status"] + (f" ({e['error']})" if e["error"] else "")
             add_row(t, str(e["id"]), e["kind"], status, str(e["attempts"]),
-                      str(e["worker_id"] or "-"),
-                      "diverged" if e["fitness_kind"] == "diverged" else fmt(e["fitness"]),
-                      fmt(e["seconds"], 1), metrics or "-")
+                     str(e["worker_id"] or "-"),
+                     "diverged" if e["fitness_kind"] == "diverged" else fmt(e["fitness"]),
+                     fmt(e["seconds"], 1), metrics or "-")
         out_console.print(t)
     return 0
 
@@ -375,11 +375,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         say(f"search {info.id} {info.name!r} has no evaluated candidate yet")
         return 0
     table = new_table("rank", "candidate", info.metric, "generation", "mutation", "parent",
-                   "formula", title=f"search {info.id} {info.name}")
+                      "formula", title=f"search {info.id} {info.name}")
     for e in rows:
         add_row(table, str(e.rank), str(e.candidate_id),
-                      "diverged" if e.fitness is None else f"{e.fitness:.4f}",
-                      str(e.generation), e.mutation.value, str(e.parent_id or "-"), e.formula)
+                     "diverged" if e.fitness is None else f"{e.fitness:.4f}",
+                     str(e.generation), e.mutation.value, str(e.parent_id or "-"), e.formula)
     out_console.print(table)
     return 0
 

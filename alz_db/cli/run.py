@@ -64,14 +64,14 @@ def _print_result(db: Database, search_id: int, limit: int = 5) -> None:
         best = get_candidate(s, top[0].candidate_id) if top else None
         floor = noise_floor_of(s, info.id)
     say(f"search {info.id} {info.name!r} {info.status.value}: "
-                      f"{info.evaluations_done} of {info.budget} proxy evaluations, "
-                      f"{info.candidates} candidates, {info.rejection_checks} rejection checks "
-                      f"({rate(info.rejection_rate)} rejected)")
+                     f"{info.evaluations_done} of {info.budget} proxy evaluations, "
+                     f"{info.candidates} candidates, {info.rejection_checks} rejection checks "
+                     f"({rate(info.rejection_rate)} rejected)")
     labels = _rediscoveries(info, [e.formula for e in top])
     for e, same in zip(top, labels):
         say(f"#{e.rank}  {info.metric} {fmt(e.fitness)}  candidate "
-             f"{e.candidate_id}  {e.formula}"
-             + (f"   [rediscovers {same.replace('_', '-')} up to scale]" if same else ""))
+            f"{e.candidate_id}  {e.formula}"
+            + (f"   [rediscovers {same.replace('_', '-')} up to scale]" if same else ""))
     if best is not None:
         graph = best.candidate.branches[0][1]
         if len(best.candidate.branches) == 1:
@@ -85,7 +85,7 @@ def _print_result(db: Database, search_id: int, limit: int = 5) -> None:
     say(f"noise floor: {floor.line()}")
     if info.seed in floor.seeds and floor.values[floor.seeds.index(info.seed)] is not None:
         say(f"{floor.loss} with this search's training seed {info.seed}: "
-             f"{fmt(floor.values[floor.seeds.index(info.seed)])}")
+            f"{fmt(floor.values[floor.seeds.index(info.seed)])}")
     band = floor.band()
     for e, same in zip(top, labels):
         if e.fitness is None or band is None:
@@ -94,7 +94,7 @@ def _print_result(db: Database, search_id: int, limit: int = 5) -> None:
             "below"
         note = f", {same.replace('_', '-')} rescaled" if same else ""
         say(f"  #{e.rank} {fmt(e.fitness)} is {where} {floor.loss}'s band "
-             f"{band[0]:.4f} - {band[1]:.4f}{note}")
+            f"{band[0]:.4f} - {band[1]:.4f}{note}")
     if band is not None:
         say(_verdict(top, labels, band, floor.loss))
 

@@ -117,9 +117,9 @@ def cmd_search_create(args: argparse.Namespace) -> int:
         return 0
     evo = info.config["evolution"]
     say(f"created search {info.id} {info.name!r}: {info.task} / {info.metric}, "
-                      f"budget {info.budget}, K={evo['initial_population']}, "
-                      f"P={evo['population_size']}, T={evo['tournament_fraction']}, "
-                      f"seed {info.seed}")
+                     f"budget {info.budget}, K={evo['initial_population']}, "
+                     f"P={evo['population_size']}, T={evo['tournament_fraction']}, "
+                     f"seed {info.seed}")
     say_setup(setup)
     say(f"run it with: alz search run {info.name}")
     return 0
@@ -158,12 +158,12 @@ def cmd_search_list(args: argparse.Namespace) -> int:
         say("no searches yet: create one with `alz search create NAME`")
         return 0
     table = new_table("id", "name", "task", "metric", "status", "done", "candidates", "rejected",
-                   "best", "created")
+                      "best", "created")
     for r in rows:
         add_row(table, str(r.id), r.name, r.task, r.metric, r.status.value,
-                      f"{r.evaluations_done}/{r.budget}", str(r.candidates),
-                      rate(r.rejection_rate), fmt(r.best_fitness),
-                      "-" if r.created_at is None else r.created_at.strftime("%m-%d %H:%M"))
+                     f"{r.evaluations_done}/{r.budget}", str(r.candidates),
+                     rate(r.rejection_rate), fmt(r.best_fitness),
+                     "-" if r.created_at is None else r.created_at.strftime("%m-%d %H:%M"))
     out_console.print(table)
     return 0
 

@@ -80,13 +80,13 @@ def cmd_noise(args: argparse.Namespace) -> int:
         return 0
     say(f"noise floor of search {info.id} {info.name!r}: {floor.line()}")
     say("per seed      " + ", ".join(f"{s} {fmt(v)}" for s, v in zip(floor.seeds,
-                                                                     floor.values)))
+                                                                    floor.values)))
     secs = sorted(floor.seconds)
     say(f"seconds       {secs[len(secs) // 2]:.1f} per run (median), "
-         f"{floor.settings['wall_seconds']:.0f} s in all with {args.procs} process(es)")
+        f"{floor.settings['wall_seconds']:.0f} s in all with {args.procs} process(es)")
     if experiment_id is not None:
         say(f"stored as experiment {experiment_id} (shown by alz search status, the web app "
-             f"and alz report)")
+            f"and alz report)")
     return 0
 
 
@@ -204,12 +204,12 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         print(json.dumps({"experiment_id": experiment_id, **result}))
         return 0
     table = new_table("loss", "formula", f"{info.metric} mean ± std", "min – max", "runs",
-                   "diverged", title=f"search {info.id} {info.name}: seeds {seeds}, "
-                   f"{args.max_iters or 'config'} iterations")
+                      "diverged", title=f"search {info.id} {info.name}: seeds {seeds}, "
+                      f"{args.max_iters or 'config'} iterations")
     for r in result["rows"]:
         add_row(table, r["name"], r["formula"], f"{fmt(r['mean'])} ± {fmt(r['std'])}",
-                      f"{fmt(r['min'])} – {fmt(r['max'])}", str(len(r["runs"])),
-                      str(r["diverged"]))
+                     f"{fmt(r['min'])} – {fmt(r['max'])}", str(len(r["runs"])),
+                     str(r["diverged"]))
     out_console.print(table)
     for note in result["notes"]:
         say(f"note: {note}")

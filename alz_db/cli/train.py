@@ -165,7 +165,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return 0
     fitness = "diverged" if out.fitness is None else f"{out.fitness:.4f}"
     say(f"retrained candidate {cid} (evaluation {out.evaluation_id}): {fitness} after "
-         f"{out.iterations} iterations in {out.seconds:.0f} s")
+        f"{out.iterations} iterations in {out.seconds:.0f} s")
     say(f"config   {out.config} (seed {out.seed})")
     say("settings " + ", ".join(f"{k} {v:.4g}" for k, v in out.settings.items()))
     metrics = {k: v for k, v in out.metrics.items() if isinstance(v, float)}
@@ -229,19 +229,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                       "user_attrs": t.user_attrs} for t in trials]}))
     else:
         table = new_table("trial", "state", "value", "lr_scale", "loss_weight", "warmup_ratio",
-                       "reports", "worker", title=f"study {outcome.study.study_name}")
+                          "reports", "worker", title=f"study {outcome.study.study_name}")
         for t in trials:
             p = t.params
             add_row(table, str(t.number), t.state, fmt(t.value), fmt(p.get("lr_scale"), 3),
-                          fmt(p.get("loss_weight"), 3), fmt(p.get("warmup_ratio"), 3),
-                          str(len(t.intermediate)), str(t.user_attrs.get("worker", "-")))
+                         fmt(p.get("loss_weight"), 3), fmt(p.get("warmup_ratio"), 3),
+                         str(len(t.intermediate)), str(t.user_attrs.get("worker", "-")))
         out_console.print(table)
         if outcome.best:
             b = outcome.best
             say(f"best trial {b['trial']}: {outcome.study.metric} {b['value']:.4f} with "
-                 f"lr_scale {b['lr_scale']:.4g}, loss_weight {b['loss_weight']:.4g}, "
-                 f"warmup_ratio {b['warmup_ratio']:.4g}; written to candidate {cid} "
-                 f"(used by `alz retrain {cid}`)")
+                f"lr_scale {b['lr_scale']:.4g}, loss_weight {b['loss_weight']:.4g}, "
+                f"warmup_ratio {b['warmup_ratio']:.4g}; written to candidate {cid} "
+                f"(used by `alz retrain {cid}`)")
         else:
             say("no completed trial yet: nothing written back")
     for e in outcome.errors:

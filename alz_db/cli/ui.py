@@ -141,7 +141,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     root = str(APP.parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     say(f"serving the AutoLoss-Zero web app on http://{args.address}:{args.port} "
-         f"(database {display_url(url)}, read-only role {args.role!r}); Ctrl-C stops it")
+        f"(database {display_url(url)}, read-only role {args.role!r}); Ctrl-C stops it")
     if not is_loopback(args.address) and not args.behind_proxy:
         err_console.print(
             f"warning: --address {args.address} serves the app, without any login, to every "
