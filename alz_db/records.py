@@ -355,7 +355,6 @@ class TuneConfig:
         return cls(**d)
 
 
-
 @dataclass(frozen=True)
 class StudyInfo:
     """A candidate's study as recorded in ``tuning_study``."""

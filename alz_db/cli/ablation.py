@@ -338,7 +338,6 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     """Add ``ablation`` to ``alz``."""
     a = sub.add_parser("ablation", help="search-efficiency study (the paper's appendix C): "

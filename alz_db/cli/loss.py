@@ -384,7 +384,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_export(args: argparse.Namespace) -> int:
     from alz_core.graph.display import to_latex
 

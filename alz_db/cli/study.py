@@ -217,7 +217,6 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     """Add ``noise``, ``report`` and ``baselines`` to ``alz``."""
     n = sub.add_parser("noise", help="the noise floor of a search's proxy task: one loss "

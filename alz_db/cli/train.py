@@ -261,7 +261,6 @@ def training_options(p: argparse.ArgumentParser) -> None:
                    "shared CPU)")
 
 
-
 def register(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
     """Add ``retrain`` and ``tune`` to ``alz``."""
     r = sub.add_parser("retrain", help="re-train a candidate with the full schedule (default: "

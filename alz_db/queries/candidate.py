@@ -224,7 +224,6 @@ def tuning_view(session: Session, candidate_id: int) -> TuningView:
     return TuningView(studies_of(session, candidate_id), trials)
 
 
-
 def mm_snippet(formula: str, *, metric: str, comment: str = "") -> str:
     """An mmseg config snippet that trains with ``formula`` through ``alz_core.mm``."""
     from alz_core.tasks.seg_config import BOUNDARY_METRICS

@@ -75,6 +75,8 @@ class NodeProblem(RuntimeError):
 #: a node's policy: with ALZ_CONFIG_DIRS=dir1:dir2 its workers load user configs from there only
 #: (a config file is Python that mmengine runs: a row of the database names the file)
 CONFIG_DIRS_ENV = "ALZ_CONFIG_DIRS"
+
+
 def config_on_this_node(info: SearchInfo) -> tuple[str | None, bool | None]:
     """The search's config file on this node and whether it is a built-in one: a built-in
     config by name is resolved here (the project may live elsewhere on this node), a user's

@@ -120,8 +120,6 @@ _HEARTBEAT_POLICY = RetryPolicy(attempts=2)  # the next beat is the retry
 NODE_PROBLEM_RETRY_SECONDS = 300.0
 
 
-
-
 @dataclass
 class WorkerSummary:
     """What one :func:`run_worker` call did."""
