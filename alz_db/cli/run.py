@@ -56,7 +56,7 @@ def _print_result(db: Database, search_id: int, limit: int = 5) -> None:
     from alz_core.graph.display import simplified_text
 
     from .. import get_candidate, get_search, leaderboard
-    from ..services.noise import noise_floor_of
+    from ..repo.experiments import noise_floor_of
 
     with db.session() as s:
         info = get_search(s, search_id)

@@ -170,8 +170,8 @@ def cmd_search_list(args: argparse.Namespace) -> int:
 
 def cmd_search_status(args: argparse.Namespace) -> int:
     from .. import get_search, worker_problems
+    from ..repo.experiments import noise_floor_of
     from ..repo.lineage import rung_counts
-    from ..services.noise import noise_floor_of
 
     with unit_of_work(args) as s:
         info = get_search(s, args.search)

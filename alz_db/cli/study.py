@@ -45,7 +45,8 @@ from .train import (
 
 # --- alz noise ------------------------------------------------------------------------------------
 def cmd_noise(args: argparse.Namespace) -> int:
-    from ..services.noise import measure_noise, save_noise_floor
+    from ..repo.experiments import save_noise_floor
+    from ..services.noise import measure_noise
 
     seeds = parse_seeds(args.seeds)
     check_positive("--proxy-iters", args.proxy_iters)

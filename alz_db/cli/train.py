@@ -177,7 +177,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 # --- alz tune -------------------------------------------------------------------------------------
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..errors import InvalidInput
-    from ..services.tuning import TuneConfig, trials_for_candidate, tune_candidate
+    from ..records import TuneConfig
+    from ..repo.studies import trials_for_candidate
+    from ..services.tuning import tune_candidate
 
     cid = candidate_ref(args.candidate)
     check_positive("--workers", args.workers, 0)

@@ -156,7 +156,7 @@ def train_distributed(info: SearchInfo, candidate: Any, *, launch: Launch, seed:
     """Train ``candidate`` once with ``launch``'s processes; rank 0's
     :class:`alz_db.services.training.TrainingRun`. Raises ``RuntimeError`` naming the rank and its
     error if any rank fails (the others are stopped)."""
-    from .retrain import TrainingRun
+    from .training import TrainingRun
 
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
