@@ -102,7 +102,7 @@ def launch_options(p: argparse.ArgumentParser) -> None:
 
 def _settings_from_args(args: argparse.Namespace):  # noqa: ANN202 - TrainingSettings | None
     from ..errors import InvalidInput
-    from ..services.retrain import TrainingSettings
+    from ..services.training import TrainingSettings
 
     given = {k: getattr(args, k) for k in ("lr_scale", "loss_weight", "warmup_ratio")
              if getattr(args, k) is not None}

@@ -114,7 +114,7 @@ def _rank_main(rank: int, launch: Launch, port: int, spec: dict[str, Any], event
         dist.init_process_group(launch.backend, rank=rank, world_size=launch.world_size)
         from alz_core.evolution.candidate import Candidate
 
-        from .retrain import TrainingSettings, build_training_task, train_once
+        from .training import TrainingSettings, build_training_task, train_once
 
         info = spec["info"]
         task, _ = build_training_task(info, config=spec["config"], max_iters=spec["max_iters"],

@@ -75,7 +75,7 @@ def _one_seed(info: SearchInfo, formulas: dict[str, str], seed: int, max_iters: 
     from alz_core.graph.loss_graph import LossGraph
 
     from .children import child_setup
-    from .retrain import build_training_task
+    from .training import build_training_task
 
     child_setup()
     if torch_threads is not None:
@@ -101,7 +101,7 @@ def _background(info: SearchInfo, max_iters: int | None, data_dir: str) -> float
         return None
     from alz_core.graph.loss_graph import LossGraph
 
-    from .retrain import build_training_task
+    from .training import build_training_task
 
     task, _ = build_training_task(info, config=None, max_iters=max_iters,
                                   data_dir=Path(data_dir), default="search")

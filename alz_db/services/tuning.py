@@ -48,12 +48,8 @@ from ..store.engine import make_engine, make_session_factory, normalize_url
 from ..store.models import TuningStudy
 from ..store.retry import run_in_transaction
 from ..store.roles import OPTUNA_SCHEMA
-from .retrain import (
-    TrainingSettings,
-    build_training_task,
-    set_tuned_settings,
-    train_once,
-)
+from .retrain import set_tuned_settings
+from .training import TrainingSettings, build_training_task, train_once
 
 log = logging.getLogger(__name__)
 

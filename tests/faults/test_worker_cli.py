@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from alz_db.cli.worker import UsageError, main, parse_gpus
+from alz_db.cli.worker import main
+from alz_db.services.processes import UsageError, parse_gpus
 
 from .helpers import make_search, sql, wait_for
 

@@ -26,7 +26,7 @@ import yaml
 
 from alz_db.cli import build_parser as alz_parser
 from alz_db.cli.worker import build_parser as worker_parser
-from alz_db.cli.worker import parse_gpus
+from alz_db.services.processes import parse_gpus
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
