@@ -13,6 +13,7 @@ imports these (and ``alz_db``'s public names) only. Every public name is importa
 """
 
 from ..repo.lineage import rung_counts
+from ..repo.workers import WORKER_SILENT_SECONDS
 from .candidate import (
     CandidateDetail,
     LineageGraph,
@@ -26,7 +27,6 @@ from .candidate import (
     tuning_view,
 )
 from .overview import (
-    WORKER_SILENT_SECONDS,
     FitnessPoint,
     SearchOverview,
     fitness_history,
