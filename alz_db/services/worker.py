@@ -47,12 +47,17 @@ Contracts and choices:
   for up to ``max_outage_seconds`` before giving up, so a PostgreSQL restart of a few seconds
   (or a minute) loses nothing: a finished result is kept in memory until it is recorded or the
   lease is lost.
-* **Task settings** come from the search config's ``extra`` (see :data:`EXTRA_KEYS`); unknown
-  keys are ignored. A task that cannot be built because of this node (the config file missing
-  or different here, the data root or search split missing here, an ``OSError``) is a *worker
-  problem*: recorded in ``worker_problem`` (``alz search status`` shows it), the worker skips
-  the search for :data:`NODE_PROBLEM_RETRY_SECONDS` and serves the others; the search is not
-  failed. A bad value every node would meet fails the search with a one-line reason.
+* **Task settings** come from the search config's ``extra`` (see
+  :data:`alz_db.services.proxy.EXTRA_KEYS`); unknown keys are ignored. A task that cannot be
+  built because of this node (the config file missing or different here, the data root or search
+  split missing here, an ``OSError``) is a *worker problem*: recorded in ``worker_problem``
+  (``alz search status`` shows it), the worker skips the search for
+  :data:`NODE_PROBLEM_RETRY_SECONDS` and serves the others; the search is not failed. A bad
+  value every node would meet fails the search with a one-line reason.
+
+One proxy evaluation (the task, seeds, rungs, the result's unit of work) is in
+:mod:`alz_db.services.proxy`, one evolution step in :mod:`alz_db.services.evolution`; this
+module is the loop, the heartbeat thread and the worker's row.
 """
 
 from __future__ import annotations
