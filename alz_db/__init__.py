@@ -1,12 +1,22 @@
 """Storage and coordination of searches in PostgreSQL (the worker protocol: docs/store.md).
 
-* schema: :mod:`alz_db.models` (created only by the Alembic migrations, :mod:`alz_db.migrate`)
-* where the database is and units of work: :mod:`alz_db.engine`, :mod:`alz_db.embedded`,
-  :mod:`alz_db.retry`
-* repositories (functions of a Session; they never commit and return frozen records or
-  ``alz_core`` dataclasses): :mod:`alz_db.searches`, :mod:`alz_db.candidates`,
-  :mod:`alz_db.queue`, :mod:`alz_db.workers`, :mod:`alz_db.analysis`
-* analysis views and the read-only role: :mod:`alz_db.views`, :mod:`alz_db.roles`
+This module is the public API: every name below is importable from ``alz_db``. The package's
+layers, each importing only those below it (``tests/test_layers.py``):
+
+* :mod:`alz_db.cli`: the ``alz`` and ``alz-worker`` command lines;
+* :mod:`alz_db.services`: work spanning many units of work (the search worker, re-training,
+  tuning, noise floors, distributed runs, the HTML report);
+* :mod:`alz_db.queries`: read models of the web app, the CLI and the report;
+* :mod:`alz_db.repo`: repositories, functions of a Session that never commit and return frozen
+  records or ``alz_core`` dataclasses (searches, candidates, the queue, workers, experiments,
+  lineage, retention, tuning studies);
+* :mod:`alz_db.store`: the schema (:mod:`alz_db.store.models`, created only by the Alembic
+  migrations, :mod:`alz_db.store.migrate`), where the database is and units of work
+  (:mod:`alz_db.store.engine`, :mod:`alz_db.store.embedded`, :mod:`alz_db.store.retry`), the
+  analysis views and the read-only role (:mod:`alz_db.store.views`, :mod:`alz_db.store.roles`);
+
+and the vocabulary every layer uses: :mod:`alz_db.records`, :mod:`alz_db.enums`,
+:mod:`alz_db.errors`.
 
 A unit of work::
 
@@ -17,33 +27,6 @@ A unit of work::
     lease = run_in_transaction(sessions, claim_evaluation, worker_id)
 """
 
-from .analysis import children, leaderboard, lineage
-from .candidates import (
-    add_candidate,
-    candidate_hash,
-    candidates_of,
-    find_representative,
-    get_candidate,
-    load_candidates,
-    population_entries,
-    queue_evaluation,
-    read_population,
-    record_rejections,
-    release_proxy_slot,
-    reserve_proxy_slot,
-    submit_candidate,
-)
-from .embedded import EmbeddedServer, release_embedded, start_embedded, stop_embedded
-from .engine import (
-    DATABASE_URL_ENV,
-    check_database,
-    display_url,
-    make_engine,
-    make_session_factory,
-    normalize_url,
-    resolve_database_url,
-    session_scope,
-)
 from .enums import (
     AttemptOutcome,
     CandidateStatus,
@@ -67,19 +50,6 @@ from .errors import (
     StoreError,
     TransientStoreError,
 )
-from .queue import (
-    claim_evaluation,
-    evaluation_attempts,
-    evaluation_steps,
-    evaluations_of,
-    fail_evaluation,
-    finish_evaluation,
-    get_evaluation,
-    heartbeat,
-    reap_expired_leases,
-    record_steps,
-    release_evaluation,
-)
 from .records import (
     AttemptRecord,
     CandidateRecord,
@@ -95,10 +65,37 @@ from .records import (
     WorkerProblemRecord,
     WorkerRecord,
 )
-from .retention import prune_rejections
-from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, run_in_transaction
-from .roles import create_read_only_role, drop_role
-from .searches import (
+from .repo.candidates import (
+    add_candidate,
+    candidate_hash,
+    candidates_of,
+    find_representative,
+    get_candidate,
+    load_candidates,
+    population_entries,
+    queue_evaluation,
+    read_population,
+    record_rejections,
+    release_proxy_slot,
+    reserve_proxy_slot,
+    submit_candidate,
+)
+from .repo.lineage import children, leaderboard, lineage
+from .repo.queue import (
+    claim_evaluation,
+    evaluation_attempts,
+    evaluation_steps,
+    evaluations_of,
+    fail_evaluation,
+    finish_evaluation,
+    get_evaluation,
+    heartbeat,
+    reap_expired_leases,
+    record_steps,
+    release_evaluation,
+)
+from .repo.retention import prune_rejections
+from .repo.searches import (
     create_search,
     fail_search,
     finish_search_if_complete,
@@ -108,7 +105,7 @@ from .searches import (
     stop_search,
     validate_search,
 )
-from .workers import (
+from .repo.workers import (
     get_worker,
     list_workers,
     mark_lost_workers,
@@ -120,13 +117,27 @@ from .workers import (
     worker_heartbeat,
     worker_problems,
 )
+from .store.embedded import EmbeddedServer, release_embedded, start_embedded, stop_embedded
+from .store.engine import (
+    DATABASE_URL_ENV,
+    check_database,
+    display_url,
+    make_engine,
+    make_session_factory,
+    normalize_url,
+    resolve_database_url,
+    session_scope,
+)
+from .store.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, run_in_transaction
+from .store.roles import create_read_only_role, drop_role
 
 __all__ = [
     "DATABASE_URL_ENV", "DEFAULT_RETRY", "NO_RETRY", "AlreadyExists", "AttemptOutcome",
     "AttemptRecord", "CandidateRecord", "CandidateStatus", "DatabaseUnavailable",
     "DuplicateRepresentative", "EmbeddedServer", "EvalKind", "EvalStatus", "EvaluationRecord",
     "FinishOutcome", "FitnessKind", "IntegrityViolation", "InvalidInput", "LeaderboardEntry",
-    "Lease", "LineageEntry", "NotFound", "PermissionDenied", "PopulationEntry", "ReapedEvaluation",
+    "Lease", "LineageEntry", "NotFound", "PermissionDenied", "PopulationEntry",
+    "ReapedEvaluation",
     "Representative", "RetryPolicy", "SearchInfo", "SearchStatus", "StatementTimeout",
     "StoreError", "Submission", "SubmitOutcome", "TransientStoreError", "WorkerProblemRecord",
     "WorkerRecord",

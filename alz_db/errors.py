@@ -2,8 +2,8 @@
 
 Every message is one line naming the input, the value and what was expected, so the CLI can
 print ``error: <message>`` as is. :func:`translate` maps a driver error to one of these at the
-boundary (:func:`alz_db.engine.session_scope`); :class:`TransientStoreError` and
-:class:`DatabaseUnavailable` are the ones :func:`alz_db.retry.run_in_transaction` retries
+boundary (:func:`alz_db.store.engine.session_scope`); :class:`TransientStoreError` and
+:class:`DatabaseUnavailable` are the ones :func:`alz_db.store.retry.run_in_transaction` retries
 (:class:`StatementTimeout` is a transient error too).
 """
 
@@ -28,7 +28,7 @@ class TransientStoreError(StoreError):
 class StatementTimeout(TransientStoreError):
     """A statement ran past the engine's ``statement_timeout`` or ``lock_timeout`` (57014,
     55P03). On the hot rows of the worker protocol (a search's counters, a claimed
-    evaluation) that is contention, not a bug: :func:`alz_db.retry.run_in_transaction`
+    evaluation) that is contention, not a bug: :func:`alz_db.store.retry.run_in_transaction`
     retries it like the other transient errors."""
 
 

@@ -3,7 +3,9 @@ the transaction that read them has ended."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ from .enums import (
     SubmitOutcome,
     WorkerStatus,
 )
+from .errors import InvalidInput
 
 #: What a search created before a setting existed did: a stored config without the key gets the
 #: old behaviour, so an old search resumes (and reads) as it ran. New searches store every key.
@@ -287,3 +290,166 @@ class LineageEntry:
     fitness: float | None
     fitness_kind: FitnessKind | None
     formula: str
+
+
+# --- tuning studies (alz_db.repo.studies, alz_db.services.tuning) ------------------------------
+#: the pruners a study may use
+PRUNERS = ("median", "threshold", "none")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """What one study tunes and how.
+
+    ``trials``: trials of the whole study (all workers, all nodes). ``proxy_iters``: training
+    iterations per trial (default: the search's proxy schedule); ``config``: the proxy config
+    (default: the search's, with its overrides), ``cfg_options`` more overrides (mmengine's
+    ``--cfg-options``). ``report_every``: validation (intermediate value) period in
+    iterations. ``pruner``: ``median`` (prune below the median of earlier trials at the same
+    step, after ``prune_startup`` finished trials and from the second report on), ``threshold``
+    (prune when the metric is below ``prune_below``), ``none``. The ranges are
+    ``(low, high)``; lr and loss weight are sampled on a log scale.
+    """
+
+    trials: int = 20
+    proxy_iters: int | None = None
+    config: str | None = None
+    cfg_options: Mapping[str, Any] = field(default_factory=dict)
+    report_every: int = 25
+    pruner: str = "median"
+    prune_startup: int = 3
+    prune_below: float | None = None
+    lr_scale: tuple[float, float] = (0.1, 10.0)
+    loss_weight: tuple[float, float] = (0.25, 4.0)
+    warmup_ratio: tuple[float, float] = (0.0, 0.2)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, v: Any, low: int = 1) -> None:
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise InvalidInput(f"{name}={v!r} is invalid: expected an integer >= {low}")
+
+        positive_int("trials", self.trials)
+        if self.proxy_iters is not None:
+            positive_int("proxy_iters", self.proxy_iters)
+        positive_int("report_every", self.report_every)
+        positive_int("prune_startup", self.prune_startup, 0)
+        if self.pruner not in PRUNERS:
+            raise InvalidInput(f"pruner={self.pruner!r} is invalid: expected one of "
+                               f"{', '.join(PRUNERS)}")
+        if self.pruner == "threshold" and (self.prune_below is None
+                                           or not math.isfinite(self.prune_below)):
+            raise InvalidInput(f"prune_below={self.prune_below!r} is invalid: the threshold "
+                               f"pruner needs a finite number")
+        for name, positive in (("lr_scale", True), ("loss_weight", True),
+                               ("warmup_ratio", False)):
+            lo, hi = getattr(self, name)
+            ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lo, hi)) \
+                and lo <= hi and (lo > 0 if positive else 0 <= lo) \
+                and (hi < 1 if name == "warmup_ratio" else True)
+            if not ok:
+                expected = "0 < low <= high" if positive else "0 <= low <= high < 1"
+                raise InvalidInput(f"{name}=({lo!r}, {hi!r}) is invalid: expected {expected}")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("lr_scale", "loss_weight", "warmup_ratio"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TuneConfig:
+        d = dict(data)
+        for k in ("lr_scale", "loss_weight", "warmup_ratio"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A candidate's study as recorded in ``tuning_study``."""
+
+    id: int
+    candidate_id: int
+    search_id: int
+    study_name: str
+    metric: str
+    config: TuneConfig
+    trials_finished: int
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One Optuna trial of a candidate's study, read from the ``optuna`` schema."""
+
+    study_name: str
+    number: int
+    state: str  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
+    value: float | None
+    params: dict[str, float]
+    intermediate: tuple[tuple[int, float | None], ...]  # (iteration, metric)
+    user_attrs: dict[str, Any]
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+# --- noise floors (alz_db.repo.experiments, alz_db.services.noise) -----------------------------
+@dataclass(frozen=True)
+class NoiseFloor:
+    """The spread of one loss's proxy fitness over training seeds (JSON: :meth:`to_json`)."""
+
+    loss: str
+    formula: str
+    metric: str
+    seeds: list[int]
+    values: list[float | None]  # None: that seed's training diverged
+    seconds: list[float]
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    background: float | None = None  # the all-background prediction's metric (seg)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> int:
+        return sum(v is None for v in self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "diverged": self.diverged}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NoiseFloor:
+        keys = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in keys})
+
+    def band(self) -> tuple[float, float] | None:
+        """mean - std .. mean + std, the band the web app draws."""
+        if self.mean is None or self.std is None:
+            return None
+        return self.mean - self.std, self.mean + self.std
+
+    def line(self) -> str:
+        """``cross-entropy miou 0.512 ± 0.012 (5 seeds, 0.49 - 0.53)``."""
+        if self.mean is None:
+            return f"{self.loss}: every seed diverged"
+        text = (f"{self.loss} {self.metric} {self.mean:.4f} ± {self.std:.4f} "
+                f"({len(self.seeds)} seeds, {self.min:.4f} - {self.max:.4f}")
+        if self.diverged:
+            text += f", {self.diverged} diverged"
+        text += ")"
+        if self.background is not None:
+            text += f"; all-background {self.background:.4f}"
+        return text

@@ -79,7 +79,7 @@ def child(url: str, search_id: int, start_at: float) -> dict:
         run_in_transaction,
         session_scope,
     )
-    from alz_db.requests import new_key
+    from alz_db.store.requests import new_key
 
     kw = dict(pool_size=1, max_overflow=0, application_name="alz-bench")
     try:  # the worker's engine: no pre-ping where the tree has the switch
@@ -248,7 +248,7 @@ def floor(url: str, n: int = 300) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from alz_db.cli_args import Integer
+    from alz_db.cli.args import Integer
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default=os.environ.get("ALZ_BENCH_URL", DEFAULT_URL),
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench_fleet import Server  # the server's CPU from /proc
     from bench_store import seed_queue  # the same queue as its claim levels
 
-    from alz_db.migrate import upgrade
+    from alz_db.store.migrate import upgrade
 
     name = f"alz_cycle_{uuid.uuid4().hex[:8]}"
     admin = _libpq(args.url)

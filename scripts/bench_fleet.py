@@ -8,7 +8,8 @@
 Why: a real search spends minutes per proxy run, so a real fleet of a thousand workers is the
 only way to see whether the store keeps up; this puts the same load on the database with no
 training at all. Every simulated worker registers (``register_worker``), loops as the worker of
-``alz_db.worker`` does (the search look-ups, ``claim_evaluation`` with a request key, the lease
+``alz_db.services.worker`` does (the search look-ups, ``claim_evaluation`` with a request key,
+the lease
 renewed by ``heartbeat`` and the process by ``worker_heartbeat`` every third of a lease, the
 reaper and ``mark_lost_workers`` every half lease), "trains" for a duration drawn from
 ``--proxy-seconds``, records a loss curve and the result (``record_steps`` +
@@ -104,9 +105,9 @@ from alz_db import (  # noqa: E402
     submit_candidate,
     worker_heartbeat,
 )
-from alz_db import cli_args as A  # noqa: E402
-from alz_db.migrate import upgrade  # noqa: E402
-from alz_db.requests import forget_old_requests, new_key  # noqa: E402
+from alz_db.cli import args as A  # noqa: E402
+from alz_db.store.migrate import upgrade  # noqa: E402
+from alz_db.store.requests import forget_old_requests, new_key  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 FORMULAS = ("-y*log(yhat)", "exp((y - sqrt(yhat))^2)", "-log(tanh(y/(1 + y)*sqrt(yhat)))",
@@ -114,7 +115,8 @@ FORMULAS = ("-y*log(yhat)", "exp((y - sqrt(yhat))^2)", "-log(tanh(y/(1 + y)*sqrt
 MUTATIONS = (MutationKind.INSERT, MutationKind.DELETE, MutationKind.REPLACE, MutationKind.REINIT)
 FRACTION = A.Number(0.0, 1.0)  # [0, 1]
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-#: the worker's retry policy for heart-beats and the reaper (alz_db.worker): the next beat retries
+#: the worker's retry policy for heart-beats and the reaper (alz_db.services.worker): the next
+#: beat retries
 BEAT_POLICY = RetryPolicy(attempts=2)
 ACCEPTED = RejectionResult(Verdict.ACCEPT, None, 0.05, 0.9, 0.9, 120, 0.5, StopReason.FROZEN)
 REJECTED = RejectionResult(Verdict.REJECT, RejectReason.LOW_SCORE, 0.05, 0.1, 0.1, 500, 1.5,
@@ -231,10 +233,10 @@ def _record_only(session: Session, search_id: int, results: list, parent_id: int
 
 
 class SimWorker:
-    """One simulated worker: the loop of ``alz_db.worker`` with the training and the rejection
-    checks replaced by sleeps. Its heart-beat runs in the same thread, between and during those
-    sleeps (a real worker uses a second thread and connection for it; the database sees the same
-    statements at the same rate)."""
+    """One simulated worker: the loop of ``alz_db.services.worker`` with the training and the
+    rejection checks replaced by sleeps. Its heart-beat runs in the same thread, between and
+    during those sleeps (a real worker uses a second thread and connection for it; the database sees
+    the same statements at the same rate)."""
 
     def __init__(self, cfg: FleetConfig, sessions: Any, index: int,
                  gate: threading.Semaphore | None, graphs: Sequence[LossGraph]) -> None:

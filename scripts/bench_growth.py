@@ -47,9 +47,9 @@ end (``--keep`` keeps it).
 7. **Readers**, each through the function the web app, the CLI or the report calls (the web
    app's through its read-only engine): the population screen (candidates only; accepted and
    rejected together; rejected only; reason filters; a formula filter; a deep page; sorted by
-   rejection score), the efficiency curve (``alz_db.browse.fitness_history``), the report
-   (``alz_db.report.collect_report``), the view ``v_search_progress`` and the documented
-   per-reason query, the candidate page (``alz_db.browse.candidate_detail``) and ``alz show``.
+   rejection score), the efficiency curve (``alz_db.queries.fitness_history``), the report
+   (``alz_db.queries.collect_report``), the view ``v_search_progress`` and the documented
+   per-reason query, the candidate page (``alz_db.queries.candidate_detail``) and ``alz show``.
    One untimed run warms the caches (its time is shown as "first"), then the median of
    ``--repeats`` runs, each its own transaction. Cold runs (nothing in the OS page cache) are
    not measured: that needs dropping the kernel's caches, which needs root.
@@ -108,8 +108,8 @@ from alz_db import (  # noqa: E402
     run_in_transaction,
     session_scope,
 )
-from alz_db import cli_args as A  # noqa: E402
-from alz_db.browse import (  # noqa: E402
+from alz_db.cli import args as A  # noqa: E402
+from alz_db.queries import (
     PopulationQuery,
     SortKey,
     candidate_detail,
@@ -117,11 +117,11 @@ from alz_db.browse import (  # noqa: E402
     make_read_only_engine,
     population_page,
 )
-from alz_db.migrate import upgrade  # noqa: E402
-from alz_db.report import collect_report  # noqa: E402
-from alz_db.requests import new_key  # noqa: E402
-from alz_db.retention import PRUNE_STATEMENT_TIMEOUT_MS  # noqa: E402
-from alz_db.searches import delete_search  # noqa: E402
+from alz_db.queries.report_data import collect_report  # noqa: E402
+from alz_db.repo.retention import PRUNE_STATEMENT_TIMEOUT_MS  # noqa: E402
+from alz_db.repo.searches import delete_search  # noqa: E402
+from alz_db.store.migrate import upgrade  # noqa: E402
+from alz_db.store.requests import new_key  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BRANCH = "seg"
@@ -131,7 +131,7 @@ OPEN_FRACTION = A.Number(0.0, 1.0, low_open=True)
 #: generator's graphs (76 of 100 rejected); a search's mutations also meet non-finite losses
 #: and graphs that lose an input, rarely
 DEFAULT_REASONS = "low_score:0.94,non_finite:0.05,no_target_dependence:0.01"
-#: the documented per-reason query of alz_db/views.py and docs/store.md
+#: the documented per-reason query of alz_db/store/views.py and docs/store.md
 REASONS_SQL = ("SELECT reason, count(*) FROM rejection WHERE search_id = {s} AND "
                "verdict = 'reject' GROUP BY reason ORDER BY count(*) DESC")
 PROGRESS_SQL = "SELECT * FROM v_search_progress WHERE search_id = {s}"
@@ -559,7 +559,7 @@ def _page_total(page: Any) -> int:
 
 def readers(args: argparse.Namespace, deep: dict[int, int]) -> list[Reader]:
     """Every reader of rejection rows, through the function its caller uses."""
-    from alz_db.cli import _candidate_details
+    from alz_db.cli.loss import _candidate_details
 
     both = frozenset({Verdict.ACCEPT, Verdict.REJECT})
     rej = frozenset({Verdict.REJECT})
@@ -600,7 +600,7 @@ def readers(args: argparse.Namespace, deep: dict[int, int]) -> list[Reader]:
         Reader("view v_search_progress, one search",
                lambda s, sid: s.execute(text(PROGRESS_SQL.format(s=int(sid)))).all(),
                browse=False),
-        Reader("documented query: rejected per reason (alz_db.views)",
+        Reader("documented query: rejected per reason (alz_db.store.views)",
                lambda s, sid: s.execute(text(REASONS_SQL.format(s=int(sid)))).all(),
                browse=False, rows=lambda r: sum(n for _, n in r)),
         Reader("candidate page: browse.candidate_detail",

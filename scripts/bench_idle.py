@@ -11,9 +11,9 @@ port) with ``pg_stat_statements`` preloaded and room for the fleet's connections
 worker holds two pool connections plus, listening, one more: 50 workers pass the default
 ``max_connections = 100``), and drops it at the end.
 
-For each mode, ``--workers`` real worker loops (:func:`alz_db.worker.run_worker`, threads of
-this process, each its own engine and worker row) wait with no search running, which is what
-a fleet between searches does; after ``--warmup`` seconds the database's counters are read,
+For each mode, ``--workers`` real worker loops (:func:`alz_db.services.worker.run_worker`,
+threads of this process, each its own engine and worker row) wait with no search running, which is
+what a fleet between searches does; after ``--warmup`` seconds the database's counters are read,
 and again ``--seconds`` later:
 
 * ``poll``: the loop as it was, a claim round every ``poll_seconds`` (1 s), no LISTEN, no
@@ -53,8 +53,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alz_db import migrate  # noqa: E402
-from alz_db.notify import DEFAULT_MAX_POLL_SECONDS, libpq_url  # noqa: E402
+from alz_db.store import migrate  # noqa: E402
+from alz_db.store.notify import DEFAULT_MAX_POLL_SECONDS, libpq_url  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_VERSION = os.environ.get("ALZ_BENCH_PG_VERSION", "15")
@@ -151,7 +151,7 @@ def _xact_commit(conn: psycopg.Connection, dbname: str) -> int:
 def run_mode(url: str, mode: str, workers: int, seconds: float, warmup: float,
              data_dir: Path) -> dict[str, Any]:
     """One fleet of idle workers in ``mode``; what it sent the database in the window."""
-    import alz_db.worker as worker_module
+    import alz_db.services.worker as worker_module
 
     counts = Counts()
     real_claim, real_unit = worker_module.claim_evaluation, worker_module.run_in_transaction

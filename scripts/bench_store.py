@@ -59,8 +59,8 @@ from alz_db import (  # noqa: E402
     session_scope,
     validate_search,
 )
-from alz_db.migrate import upgrade  # noqa: E402
-from alz_db.requests import new_key  # noqa: E402
+from alz_db.store.migrate import upgrade  # noqa: E402
+from alz_db.store.requests import new_key  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 FORMULAS = ("-y*log(yhat)", "exp((y - sqrt(yhat))^2)", "-log(tanh(y/(1 + y)*sqrt(yhat)))",
@@ -114,7 +114,7 @@ def seed_queue(url: str, n: int) -> int:
 
 
 def _claimer(url: str, search_id: int, barrier, results) -> None:  # noqa: ANN001 - mp objects
-    # the worker's engine (alz_db.worker): every unit retried, no pre-ping
+    # the worker's engine (alz_db.services.worker): every unit retried, no pre-ping
     engine = make_engine(url, pool_size=1, max_overflow=0, application_name="alz-bench",
                          pre_ping=False)
     sessions = make_session_factory(engine)
@@ -251,9 +251,9 @@ def _timed(sessions, fn: Callable, repeats: int, warmup: int = 3) -> list[float]
     return times
 
 
-# The view queries are the examples of alz_db/views.py, with the ids written into the text as an
-# analyst types them in psql (PostgreSQL plans them for those values). The same text with a
-# bound parameter, run often enough through a driver that prepares statements (psycopg: after
+# The view queries are the examples of alz_db/store/views.py, with the ids written into the
+# text as an analyst types them in psql (PostgreSQL plans them for those values). The same text with
+# a bound parameter, run often enough through a driver that prepares statements (psycopg: after
 # 5 runs), may get a generic plan instead; V_LEADERBOARD_PARAM measures that case.
 V_LEADERBOARD_TOP = ("SELECT rank, candidate_id, fitness, formula FROM v_leaderboard "
                      "WHERE search_id = {s} ORDER BY fitness DESC NULLS LAST, candidate_id "

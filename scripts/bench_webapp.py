@@ -15,7 +15,7 @@ Measured:
    browser tab gets: the whole page script runs once) of ``webapp/views/population.py`` for
    the search, timed from ``run()`` to the rendered page; the first run in the process
    (imports, connection pool) apart from the next ``--repeats`` runs.
-2. **The queries behind it** (:func:`alz_db.browse.population_page`): the first page with the
+2. **The queries behind it** (:func:`alz_db.queries.population_page`): the first page with the
    default order and other orders and filters, each in its own read-only transaction.
 3. With ``--browser``: the page served by ``streamlit run`` and opened in headless Chromium,
    timed from navigation to the table on screen.
@@ -52,9 +52,9 @@ from alz_db import (  # noqa: E402
     make_session_factory,
     session_scope,
 )
-from alz_db.browse import PopulationQuery, SortKey, population_page  # noqa: E402
-from alz_db.cli_ui import read_only_url  # noqa: E402
-from alz_db.migrate import upgrade  # noqa: E402
+from alz_db.cli.ui import read_only_url  # noqa: E402
+from alz_db.queries import PopulationQuery, SortKey, population_page  # noqa: E402
+from alz_db.store.migrate import upgrade  # noqa: E402
 
 PAGE = ROOT / "webapp" / "views" / "population.py"
 
@@ -102,7 +102,7 @@ def bench_first_render(url: str, sid: int, repeats: int) -> dict:
 
 
 def bench_queries(url: str, sid: int, total: int, repeats: int) -> list[dict]:
-    from alz_db.browse import make_read_only_engine
+    from alz_db.queries import make_read_only_engine
 
     engine = make_read_only_engine(url)
     sessions = make_session_factory(engine)
@@ -143,7 +143,7 @@ def _serve(script: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     import socket
     import urllib.request
 
-    from alz_db.cli_ui import streamlit_command
+    from alz_db.cli.ui import streamlit_command
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
               f"candidates: {b['small_median_s']:.2f} s (ratio "
               f"{b['warm_median_s'] / b['small_median_s']:.2f}); a one-line Streamlit page: "
               f"{b['hello_warm_median_s']:.2f} s (first {b['hello_first_s']:.2f} s)")
-    print("| query (alz_db.browse.population_page, 50 rows + count) | median | rows match |")
+    print("| query (alz_db.queries.population_page, 50 rows + count) | median | rows match |")
     print("| --- | ---: | ---: |")
     for q in results["queries"]:
         print(f"| {q['query']} | {q['median_ms']:.1f} ms | {q['rows']:,} |")

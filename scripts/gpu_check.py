@@ -114,7 +114,7 @@ def main() -> int:
         if state.returncode == 0 and json.loads(state.stdout)["status"] == "running":
             break
         time.sleep(0.5)
-    worker = [py, "-m", "alz_db.worker_cli", "--search", name, "--idle-exit",
+    worker = [py, "-m", "alz_db.cli.worker", "--search", name, "--idle-exit",
               "--data-dir", str(work / "data")]
     worker += ["--procs", "1"] if not cuda else ["--gpus", "0"]
     _run(worker, env, log, timeout=420)
@@ -122,8 +122,8 @@ def main() -> int:
     os.environ.update({k: env[k] for k in ("ALZ_DATA_DIR",)})
     from alz_db import leaderboard, make_engine, make_session_factory, resolve_database_url
     from alz_db import session_scope as scope
-    from alz_db.queue import evaluations_of
-    from alz_db.searches import get_search
+    from alz_db.repo.queue import evaluations_of
+    from alz_db.repo.searches import get_search
 
     engine = make_engine(resolve_database_url())
     try:

@@ -3,7 +3,7 @@
 #
 #   bash scripts/install.sh          # python packages, the OpenMMLab stack, the project
 #   ALZ_INSTALL_BROWSER=1 ...        # also Debian's chromium + chromedriver (UI tests)
-#   ALZ_INSTALL_PGBOUNCER=1 ...      # also Debian's pgbouncer (tests/db/test_pgbouncer.py)
+#   ALZ_INSTALL_PGBOUNCER=1 ...      # also Debian's pgbouncer (tests/db/store/test_pgbouncer.py)
 #
 # Why the steps look the way they do (see also docs in README "Installing"):
 # * torch 2.14.1 + torchvision 0.29.1 are the newest pair pip may take here, and mmpose needs a

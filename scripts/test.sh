@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the browser test of the web app (tests/webapp/test_browser.py) drives Debian's chromium; the
-# PgBouncer tests (tests/db/test_pgbouncer.py) run Debian's pgbouncer
+# PgBouncer tests (tests/db/store/test_pgbouncer.py) run Debian's pgbouncer
 ALZ_INSTALL_BROWSER=1 ALZ_INSTALL_PGBOUNCER=1 bash scripts/install.sh
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
@@ -22,4 +22,8 @@ pg_isready -h 127.0.0.1 -p 5432 || { echo "[test] no PostgreSQL on 127.0.0.1:543
 .venv/bin/ruff check .
 ALZ_TEST_DB=local .venv/bin/python -m pytest -q "$@"
 echo "[test] database tests again, on the embedded server"
-ALZ_TEST_DB=embedded exec .venv/bin/python -m pytest -q tests/db
+# the store and the repositories, the searches a real worker runs, and the benchmark scripts
+ALZ_TEST_DB=embedded exec .venv/bin/python -m pytest -q tests/db/store tests/db/repo \
+  tests/db/services/test_det_search.py tests/db/services/test_user_datasets.py \
+  tests/scripts/test_bench_cycle.py tests/scripts/test_bench_growth.py \
+  tests/scripts/test_fleet_sim.py

@@ -1,4 +1,4 @@
-"""Charts (Altair) and the tables behind them, built from :mod:`alz_db.browse` records."""
+"""Charts (Altair) and the tables behind them, built from :mod:`alz_db.queries` records."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import altair as alt
 import pandas as pd
 
-from alz_db.browse import FitnessPoint
-from alz_db.tuning import TrialRecord
+from alz_db.queries import FitnessPoint
+from alz_db.records import TrialRecord
 
 #: the x axes of the fitness charts: column and title
 X_AXES: dict[str, tuple[str, str]] = {

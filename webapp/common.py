@@ -25,7 +25,7 @@ from alz_db import (
     resolve_database_url,
     session_scope,
 )
-from alz_db.browse import SearchOverview, make_read_only_engine, search_overviews
+from alz_db.queries import SearchOverview, make_read_only_engine, search_overviews
 
 #: the URL `alz ui` hands the app (the read-only role); else ALZ_DATABASE_URL, else embedded
 UI_DATABASE_URL_ENV = "ALZ_UI_DATABASE_URL"

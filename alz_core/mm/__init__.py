@@ -3,6 +3,8 @@
 * ``ALZLoss`` (``mmseg.registry.MODELS``): a loss graph given by formula text as a decode-head
   loss, e.g. ``loss_decode=dict(type='ALZLoss', formula='-y*log(yhat)')``.
 * ``ALZSegMetric`` (``mmseg.registry.METRICS``): the six segmentation metrics in [0, 1].
+* ``ALZWorkerAbortHook`` and ``ALZTrainingReportHook`` (mmengine's ``HOOKS``): a run's abort
+  check and progress callback, found by a token (:mod:`alz_core.mm.hooks`).
 
 Configs load it with ``custom_imports=dict(imports=['alz_core.mm'],
 allow_failed_imports=False)``. This is the only part of ``alz_core`` that imports OpenMMLab.
@@ -14,7 +16,14 @@ import importlib.util
 
 from mmseg.registry import METRICS, MODELS
 
-from .hooks import ProxyDiverged, ProxyRecorderHook
+from .hooks import (
+    RUN_CALLBACKS,
+    RUN_CHECKS,
+    ALZTrainingReportHook,
+    ALZWorkerAbortHook,
+    ProxyDiverged,
+    ProxyRecorderHook,
+)
 from .loss import ALZLoss, TargetKind, one_hot_labels
 from .metric import ALZSegMetric
 from .runner import ProxyRunner
@@ -35,5 +44,6 @@ if importlib.util.find_spec("mmdet") is not None:
 if importlib.util.find_spec("mmpose") is not None:
     from . import pose  # noqa: F401
 
-__all__ = ["ALZLoss", "ALZSegMetric", "ProxyDiverged", "ProxyRecorderHook", "ProxyRunner",
+__all__ = ["RUN_CALLBACKS", "RUN_CHECKS", "ALZLoss", "ALZSegMetric", "ALZTrainingReportHook",
+           "ALZWorkerAbortHook", "ProxyDiverged", "ProxyRecorderHook", "ProxyRunner",
            "TargetKind", "one_hot_labels"]

@@ -6,7 +6,7 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -192,10 +192,13 @@ def set_max_iters(cfg: Any, max_iters: int) -> None:
 
 
 def finish_run_config(cfg: Any, *, data_root: str | None = None, max_iters: int | None = None,
-                      hooks: Sequence[Mapping[str, Any]] = ()) -> Any:
+                      hooks: Sequence[Mapping[str, Any]] = (),
+                      edit: Callable[[Any], None] | None = None) -> Any:
     """The rest of a proxy run's config: the data root and schedule length if given, no
     checkpoints (``None`` removes the hook mmengine would add by default), and ``hooks``
-    (custom hook dicts: the worker's abort hook, the tuner's report hook) added last."""
+    (custom hook dicts: the worker's abort hook) added last; then ``edit(cfg)``, a task's
+    ``config_edit`` (a re-training's settings, validation interval, report hook and launcher:
+    ``alz_db.services.training.configure_task``)."""
     if data_root is not None:
         set_data_root(cfg, data_root)
     if max_iters is not None:
@@ -203,6 +206,8 @@ def finish_run_config(cfg: Any, *, data_root: str | None = None, max_iters: int 
     cfg.default_hooks.checkpoint = None
     if hooks:
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [dict(h) for h in hooks]
+    if edit is not None:
+        edit(cfg)
     return cfg
 
 

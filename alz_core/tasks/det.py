@@ -10,7 +10,7 @@ images). OpenMMLab is imported inside :meth:`DetProxyTask.run` / :meth:`build_co
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +348,8 @@ class DetProxyTask:
         self.torch_threads = torch_threads
         self.split, self.num_classes = split, num_classes
         self.hooks = [dict(h) for h in hooks]
+        #: a last change to every run's config (``cfg -> None``; see :func:`finish_run_config`)
+        self.config_edit: Callable[[Any], None] | None = None
 
     def build_config(self, graphs: Mapping[str, LossGraph], work_dir: Path,
                      seed: int = 0) -> Any:
@@ -359,7 +361,8 @@ class DetProxyTask:
         set_branch_formulas(cfg.model, graphs)
         # a proxy run keeps nothing but its numbers: no visualisation hook either
         cfg.default_hooks.pop("visualization", None)
-        return finish_run_config(cfg, max_iters=self.max_iters, hooks=self.hooks)
+        return finish_run_config(cfg, max_iters=self.max_iters, hooks=self.hooks,
+                                 edit=self.config_edit)
 
     def run(self, graphs: Mapping[str, LossGraph], metric: str, work_dir: Path,
             seed: int = 0) -> ProxyResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,8 @@ class PoseProxyTask:
         self.torch_threads = torch_threads
         self.split = split
         self.hooks = [dict(h) for h in hooks]
+        #: a last change to every run's config (``cfg -> None``; see :func:`finish_run_config`)
+        self.config_edit: Callable[[Any], None] | None = None
 
     def build_config(self, graph: LossGraph, work_dir: Path, seed: int = 0) -> Any:
         """The mmengine ``Config`` of one proxy run (exposed for inspection and tests)."""
@@ -233,7 +235,8 @@ class PoseProxyTask:
                               self.cfg_options)
         adapt_config(cfg, data_root=self.data_root, split=self.split)
         set_loss_formula(cfg.model, graph.text)
-        return finish_run_config(cfg, max_iters=self.max_iters, hooks=self.hooks)
+        return finish_run_config(cfg, max_iters=self.max_iters, hooks=self.hooks,
+                                 edit=self.config_edit)
 
     def run(self, graphs: Mapping[str, LossGraph], metric: str, work_dir: Path,
             seed: int = 0) -> ProxyResult:

@@ -126,7 +126,7 @@ class TaskSetup:
     split_created: bool
 
     def extra(self) -> dict[str, Any]:
-        """The keys of a search's ``config["extra"]`` that workers read (alz_db.worker)."""
+        """The keys of a search's ``config["extra"]`` that workers read (alz_db.services.proxy)."""
         out: dict[str, Any] = {"config": str(self.config.path),
                                "config_name": self.config.name,
                                "config_sha256": self.config_sha256,

@@ -20,7 +20,7 @@ holds a task object) can be imported without it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,8 @@ class SegProxyTask:
             else builtin
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.hooks = [dict(h) for h in hooks]
+        #: a last change to every run's config (``cfg -> None``; see :func:`finish_run_config`)
+        self.config_edit: Callable[[Any], None] | None = None
 
     def target_kind(self, metric: str) -> str:
         return "boundary" if self.boundary_targets and metric in BOUNDARY_METRICS else "onehot"
@@ -148,7 +150,8 @@ class SegProxyTask:
                      split=self.split, num_classes=self.num_classes,
                      ignore_index=self.ignore_index)
         set_loss_formula(cfg.model, graph.text, target)
-        return finish_run_config(cfg, max_iters=self.max_iters, hooks=self.hooks)
+        return finish_run_config(cfg, max_iters=self.max_iters, hooks=self.hooks,
+                                 edit=self.config_edit)
 
     def run(self, graphs: Mapping[str, LossGraph], metric: str, work_dir: Path,
             seed: int = 0) -> ProxyResult:

@@ -1,5 +1,5 @@
-"""One worker process for ``test_partition.py``: :func:`alz_db.worker.run_worker` on one search
-with ``idle_exit``, one torch thread and a short poll, then its summary as JSON.
+"""One worker process for ``test_partition.py``: :func:`alz_db.services.worker.run_worker` on
+one search with ``idle_exit``, one torch thread and a short poll, then its summary as JSON.
 
     python -m tests.faults.partition_worker URL SEARCH_ID --lease-seconds 3 \
         --data-dir DIR --summary FILE
@@ -40,7 +40,7 @@ def main() -> int:
     from alz_core.tasks.base import quiet_openmmlab_warnings
 
     quiet_openmmlab_warnings()
-    from alz_db.worker import run_worker
+    from alz_db.services.worker import run_worker
 
     summary = run_worker(args.url, search_id=args.search_id, lease_seconds=args.lease_seconds,
                          idle_exit=True, stop=stop, data_dir=args.data_dir, poll_seconds=0.2,

@@ -3,7 +3,7 @@ item 10).
 
 **Partition.** Two "hosts" are Linux network namespaces, each joined to the root namespace by
 a veth pair on its own /30; one worker process runs in each (``ip netns exec NS python -m
-tests.faults.partition_worker``: :func:`alz_db.worker.run_worker` with ``idle_exit``). They
+tests.faults.partition_worker``: :func:`alz_db.services.worker.run_worker` with ``idle_exit``). They
 reach the machine's PostgreSQL through a small TCP forwarder (asyncio, in the test process)
 bound to the root-side veth address of each host, so the server needs no new listen address
 and no pg_hba line (forwarded connections arrive from 127.0.0.1, or on its Unix socket). The
@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import assert_search_complete, make_search, sql, wait_for
+from .helpers import assert_search_complete, make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 

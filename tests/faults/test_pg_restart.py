@@ -22,10 +22,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from alz_db import migrate
-from alz_db.worker_cli import spawn_workers
+from alz_db.services.processes import spawn_workers
+from alz_db.store import migrate
 
-from .conftest import assert_search_complete, make_search, sql, wait_for
+from .helpers import assert_search_complete, make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 VERSION = os.environ.get("ALZ_FAULT_PG_VERSION", "15")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from alz_db import create_search, make_engine, make_session_factory, session_scope
-from alz_db.worker import run_worker
+from alz_db.services.worker import run_worker
 
-from .conftest import assert_search_complete, sql
+from .helpers import assert_search_complete, sql
 
 pytest.importorskip("mmpose", reason="the OpenMMLab stack is not installed (scripts/install.sh)")
 pytestmark = [pytest.mark.mm, pytest.mark.timeout(600)]

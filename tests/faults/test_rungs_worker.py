@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from alz_db.cli import main
-from alz_db.worker import run_worker
+from alz_db.services.worker import run_worker
 
-from .conftest import REJECTION, sql
+from .helpers import REJECTION, sql
 
 pytestmark = pytest.mark.fault
 

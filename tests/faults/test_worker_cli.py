@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from alz_db.worker_cli import UsageError, main, parse_gpus
+from alz_db.cli.worker import main
+from alz_db.services.processes import UsageError, parse_gpus
 
-from .conftest import make_search, sql, wait_for
+from .helpers import make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -42,7 +43,7 @@ def test_gpus_on_a_machine_without_cuda_exit_2_with_one_line(capsys) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the check passes here")
-    code = subprocess.run([sys.executable, "-m", "alz_db.worker_cli", "--gpus", "0"],
+    code = subprocess.run([sys.executable, "-m", "alz_db.cli.worker", "--gpus", "0"],
                           capture_output=True, text=True, timeout=120)
     assert code.returncode == 2 and code.stdout == ""
     lines = code.stderr.strip().splitlines()
@@ -52,8 +53,8 @@ def test_gpus_on_a_machine_without_cuda_exit_2_with_one_line(capsys) -> None:
 
 def test_a_worker_records_its_real_device(fault_db: str) -> None:
     from alz_db import make_engine, make_session_factory, session_scope
-    from alz_db.worker import run_worker
-    from alz_db.workers import get_worker
+    from alz_db.repo.workers import get_worker
+    from alz_db.services.worker import run_worker
 
     summary = run_worker(fault_db, idle_exit=True, poll_seconds=0.1)
     engine = make_engine(fault_db)
@@ -74,7 +75,7 @@ def test_unknown_search_is_refused(fault_db: str, capsys: pytest.CaptureFixture[
 def test_sigterm_stops_the_workers_cleanly(fault_db: str, voc_root: Path,
                                            tmp_path: Path) -> None:
     sid = make_search(fault_db, voc_root, budget=50, initial=2, max_iters=200)
-    proc = subprocess.Popen([sys.executable, "-m", "alz_db.worker_cli", "--procs", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "alz_db.cli.worker", "--procs", "2",
                              "--search", str(sid), "--database-url", fault_db,
                              "--data-dir", str(tmp_path), "--log-level", "WARNING"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from alz_db.worker import run_worker
-from alz_db.worker_cli import spawn_workers
+from alz_db.services.processes import spawn_workers
+from alz_db.services.worker import run_worker
 
-from .conftest import assert_search_complete, make_search, sql, wait_for
+from .helpers import assert_search_complete, make_search, sql, wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -143,7 +143,7 @@ def test_leases_are_reaped_while_every_worker_is_training(
         session_scope,
         submit_candidate,
     )
-    from tests.db.builders import cand
+    from tests.fixtures.builders import cand
 
     busy = make_search(fault_db, voc_root, budget=1, initial=1, max_iters=5000)
     other = make_search(fault_db, voc_root, budget=1, initial=1, max_iters=3)
@@ -195,7 +195,7 @@ def test_one_bad_search_on_one_node_does_not_stop_the_worker(
     """Building one search's task raises (any error, not only ValueError): the worker records
     it as this node's problem with that search, skips it and finishes the other one; the bad
     search is not failed for everyone."""
-    import alz_db.worker as worker_module
+    import alz_db.services.worker as worker_module
 
     bad = make_search(fault_db, voc_root, budget=2, initial=1, max_iters=3)
     good = make_search(fault_db, voc_root, budget=2, initial=1, max_iters=3)
@@ -232,7 +232,7 @@ def test_one_bad_search_on_one_node_does_not_stop_the_worker(
 
 def test_spawned_children_end_with_their_parent(tmp_path) -> None:
     """A child of a killed command (an ablation seed, a local worker) does not train on: it
-    sees its parent gone and sends itself SIGTERM (alz_db.children)."""
+    sees its parent gone and sends itself SIGTERM (alz_db.services.children)."""
     import subprocess
     import sys
     import textwrap
@@ -243,7 +243,7 @@ def test_spawned_children_end_with_their_parent(tmp_path) -> None:
         import multiprocessing as mp, sys, time
 
         def child():
-            from alz_db.children import watch_parent
+            from alz_db.services.children import watch_parent
             watch_parent()
             time.sleep(600)
 

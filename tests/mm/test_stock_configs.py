@@ -15,7 +15,6 @@ import torch
 from alz_core.graph.loss_graph import LossGraph
 from alz_core.tasks.registry import TaskSettings, build_task, setup_task
 from tests import datasets
-from tests.db.conftest import admin_url, new_database, server_kind  # noqa: F401
 
 
 def _stock(package: str, relative: str) -> Path:
@@ -75,7 +74,7 @@ def test_seg_stock_and_proxy_configs_search_through_the_cli(which, tmp_path, cap
     from alz_core.mm import ALZLoss
     from alz_db import get_search, make_engine, make_session_factory, session_scope
     from alz_db.cli import main
-    from alz_db.worker import _build_task
+    from alz_db.services.worker import _build_task
 
     root = _voc_sbd(tmp_path / "VOC2012")
     config = str(_stock("mmseg", SEG_STOCK)) if which == "stock" else "proxy"
@@ -123,7 +122,7 @@ def test_seg_stock_and_proxy_configs_search_through_the_cli(which, tmp_path, cap
     assert all(torch.isfinite(v) for k, v in losses.items() if k.startswith(("decode.l",
                                                                              "aux.l")))
     # and a re-training: the config's own train-aug / val splits, no search split
-    from alz_db.retrain import build_training_task
+    from alz_db.services.training import build_training_task
 
     retrain, path = build_training_task(info, config=config,
                                         max_iters=2 if which == "stock" else None,

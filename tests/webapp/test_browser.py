@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import World
+from tests.fixtures.world import World
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -1,5 +1,6 @@
 """Every page of the web app, run headless with ``streamlit.testing.v1.AppTest`` on a real
-database holding two finished searches (see ``conftest.py``), through the read-only role."""
+database holding two finished searches (see ``tests/fixtures/world.py``), through the read-only
+role."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ from alz_db import (
     stop_search,
     worker_heartbeat,
 )
-from alz_db.cli import mm_snippet
-
-from .conftest import FITNESS, FORMULAS, STUDY, TRIALS, World
+from alz_db.queries.candidate import mm_snippet
+from tests.fixtures.world import FITNESS, FORMULAS, STUDY, TRIALS, World
 
 APP = Path(__file__).resolve().parents[2] / "webapp"
 TIMEOUT = 60  # seconds per script run (sympy and the first imports are slow on 2 cores)
@@ -92,7 +92,9 @@ def test_searches_page_shows_progress_and_the_fitness_history(world: World) -> N
 
 def test_searches_page_draws_the_noise_floor_band(world: World) -> None:
     from alz_db import get_search
-    from alz_db.noise import NoiseFloor, save_noise_floor, spread
+    from alz_db.records import NoiseFloor
+    from alz_db.repo.experiments import save_noise_floor
+    from alz_db.services.noise import spread
 
     values = [0.50, 0.53, 0.56]
     floor = NoiseFloor("cross-entropy", "-y*log(yhat)", "miou", [0, 1, 2], values, [1.0] * 3,
@@ -322,8 +324,8 @@ def test_a_search_with_rungs_shows_its_rungs_and_each_candidates_rung(world: Wor
 
     from alz_core.evolution.rungs import parse_rungs
     from alz_db import claim_evaluation, finish_evaluation, register_worker, submit_candidate
-    from tests.db.builders import FORMULAS as MORE
-    from tests.db.builders import cand
+    from tests.fixtures.builders import FORMULAS as MORE
+    from tests.fixtures.builders import cand
 
     engine = make_engine(world.owner_url)
     try:

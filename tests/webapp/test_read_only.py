@@ -18,10 +18,9 @@ from alz_db import (
     make_session_factory,
     session_scope,
 )
-from alz_db.cli_ui import prepare_read_only_url
+from alz_db.cli.ui import prepare_read_only_url
+from tests.fixtures.world import World
 from webapp.common import connect
-
-from .conftest import World
 
 
 def _writes_fail(sessions, world: World) -> None:
@@ -82,7 +81,7 @@ def test_alz_ui_prepares_a_read_only_role(world: World) -> None:
 def test_the_read_only_role_reads_optuna_trials_present_and_future(world: World) -> None:
     """SELECT on schema ``optuna``: the trials of today's studies, and tables the owner
     creates there later (Optuna creates its tables on the first study)."""
-    from alz_db.browse import tuning_view
+    from alz_db.queries import tuning_view
 
     sessions = connect(world.url)
     try:

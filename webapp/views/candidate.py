@@ -11,8 +11,13 @@ import streamlit as st
 from alz_core.graph.display import simplified_text, to_latex
 from alz_core.graph.loss_graph import LossGraph
 from alz_db import FitnessKind
-from alz_db.browse import CandidateDetail, candidate_detail, proxy_metrics, tuning_view
-from alz_db.cli import mm_snippet
+from alz_db.queries import (
+    CandidateDetail,
+    candidate_detail,
+    mm_snippet,
+    proxy_metrics,
+    tuning_view,
+)
 from webapp.charts import loss_curve_chart, trials_chart
 from webapp.common import (
     candidate_from_request,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from alz_db.browse import fitness_history, search_overviews
+from alz_db.queries import fitness_history, search_overviews
 from webapp.charts import X_AXES, compare_chart, history_frame
 from webapp.common import fmt, fmt_rate, param_int, read, search_label
 

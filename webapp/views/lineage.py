@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from alz_db import get_candidate
-from alz_db.browse import lineage_graph, search_overview
+from alz_db.queries import lineage_graph, search_overview
 from webapp.common import (
     candidate_from_request,
     choose_search,

@@ -1,6 +1,6 @@
 """Population: a search's candidates (and, on request, the graphs the rejection protocol
 turned away) with filters, sorting, pages, chosen columns and CSV download. Everything is
-done in SQL (:func:`alz_db.browse.population_page`), so it stays fast on a million rows."""
+done in SQL (:func:`alz_db.queries.population_page`), so it stays fast on a million rows."""
 
 from __future__ import annotations
 
@@ -12,13 +12,7 @@ import streamlit as st
 from alz_core.evolution.mutation import MutationKind
 from alz_core.rejection.result import RejectReason, Verdict
 from alz_db import CandidateStatus, InvalidInput
-from alz_db.browse import (
-    MAX_PAGE_SIZE,
-    PopulationPage,
-    PopulationQuery,
-    SortKey,
-    population_page,
-)
+from alz_db.queries import MAX_PAGE_SIZE, PopulationPage, PopulationQuery, SortKey, population_page
 from webapp.common import choose_search, open_candidate, read
 
 #: every column the table can show, and those shown at first

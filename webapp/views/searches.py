@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from alz_db import SearchStatus
-from alz_db.browse import (
+from alz_db.queries import (
     SearchOverview,
     fitness_history,
     rung_counts,
