@@ -37,6 +37,10 @@ from ..graph.expr import BranchKind
 from ..graph.loss_graph import LossGraph
 
 _RELATIVE_ZERO = 1e-9  # the legacy ``global_cut`` scheme only
+#: below this fraction of the largest magnitude a normalised gradient element is rounding
+#: residue, not direction: float64 cancellation (``-yhat + mean(yhat)``) leaves about 1e-16 of
+#: the largest element where the exact gradient is 0, and a rescaled loss leaves another one
+_SCALE_FREE_RESIDUE = 1e-10
 SCHEMES = ("elementwise", "global_cut")
 
 
@@ -97,7 +101,8 @@ def scale_free_fingerprint(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
                            wrt: str | tuple[str, ...], digits: int = 6) -> str | None:
     """Like :func:`branch_fingerprint` but of the gradient divided by its largest magnitude:
     equal for losses whose gradients are positive multiples of each other (``2 * CE`` and
-    ``CE``, ``mean_c(CE)`` and ``CE``); ``None`` if not finite or zero."""
+    ``CE``, ``mean_c(CE)`` and ``CE``); ``None`` if not finite or zero. Elements below
+    ``1e-10`` of the largest count as zero (rounding residue)."""
     wrt_names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
     grads = _gradients(graph, inputs, wrt_names)
     if grads is None:
@@ -107,7 +112,8 @@ def scale_free_fingerprint(graph: LossGraph, inputs: Mapping[str, torch.Tensor],
         return None
     h = hashlib.sha256()
     for name, g in zip(wrt_names, grads):
-        q = quantize(g / scale, digits)
+        n = g / scale
+        q = quantize(np.where(np.abs(n) < _SCALE_FREE_RESIDUE, 0.0, n), digits)
         if q is None:
             return None
         h.update(name.encode() + b":" + q)
