@@ -559,7 +559,7 @@ def _page_total(page: Any) -> int:
 
 def readers(args: argparse.Namespace, deep: dict[int, int]) -> list[Reader]:
     """Every reader of rejection rows, through the function its caller uses."""
-    from alz_db.cli.loss import _candidate_details
+    from alz_db.cli.loss import candidate_details
 
     both = frozenset({Verdict.ACCEPT, Verdict.REJECT})
     rej = frozenset({Verdict.REJECT})
@@ -607,7 +607,7 @@ def readers(args: argparse.Namespace, deep: dict[int, int]) -> list[Reader]:
                lambda s, sid: candidate_detail(s, first_candidate(s, sid)),
                rows=lambda r: len(r.rejections)),
         Reader("alz show: the candidate's rejections",
-               lambda s, sid: _candidate_details(s, first_candidate(s, sid)), browse=False,
+               lambda s, sid: candidate_details(s, first_candidate(s, sid)), browse=False,
                rows=lambda r: len(r["rejections"])),
     ]
 

@@ -246,17 +246,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- alz show / leaderboard / export -----------------------------------------------------------
-def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
-    from sqlalchemy import func, select
-
+def candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
+    """``alz show``'s data: the web app's candidate page (:func:`alz_db.queries.
+    candidate_detail`, one read model) as plain values; ``equivalents`` is the candidate's
+    fingerprint class without itself (its representative first for an equivalent), as the
+    candidate page lists it."""
     from alz_core.graph.display import simplified_text, to_latex
 
-    from .. import evaluations_of, get_candidate, get_search
-    from ..store.models import Candidate as CandidateRow
-    from ..store.models import Rejection
+    from ..queries import candidate_detail
 
-    cand = get_candidate(s, cid)
-    search = get_search(s, cand.search_id)
+    d = candidate_detail(s, cid)
+    cand, search = d.candidate, d.search
     branches = [{"branch": name, "formula": g.text, "simplified": simplified_text(g),
                  "latex": to_latex(g)} for name, g in cand.candidate.branches]
     rejections = [
@@ -264,23 +264,13 @@ def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
          "reason": None if r.reason is None else r.reason.value,
          "metric_before": r.metric_before, "metric_after": r.metric_after, "score": r.score,
          "iterations": r.iterations, "stop": r.stop.value, "seconds": r.seconds}
-        for r in s.execute(select(Rejection).where(Rejection.candidate_id == cid)
-                           .order_by(Rejection.id)).scalars()]
-    equivalents = list(s.execute(
-        select(CandidateRow.id).where(CandidateRow.equivalent_to_id == cid)
-        .order_by(CandidateRow.id).limit(50)).scalars())
-    n_equivalents = s.execute(select(func.count()).select_from(CandidateRow).where(
-        CandidateRow.equivalent_to_id == cid)).scalar_one()
-    parent_formula = None
-    if cand.parent_id is not None:
-        parent_formula = s.execute(select(CandidateRow.formula).where(
-            CandidateRow.id == cand.parent_id)).scalar_one_or_none()
+        for r in d.rejections]
     evaluations = [
         {"id": e.id, "kind": e.kind.value, "status": e.status.value, "attempts": e.attempts,
          "worker_id": e.worker_id, "fitness": e.fitness,
          "fitness_kind": None if e.fitness_kind is None else e.fitness_kind.value,
          "metrics": e.metrics, "seconds": e.seconds, "error": e.error}
-        for e in evaluations_of(s, candidate_id=cid)]
+        for e in d.evaluations]
     return {
         "id": cand.id, "search_id": search.id, "search_name": search.name, "task": search.task,
         "metric": search.metric, "formula": cand.formula, "branches": branches,
@@ -289,10 +279,12 @@ def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
         "generation": cand.generation, "mutation": cand.mutation.value,
         "branch_mutations": None if cand.branch_mutations is None else
         {b: k.value for b, k in cand.branch_mutations.items()},
-        "parent_id": cand.parent_id, "parent_formula": parent_formula,
+        "parent_id": cand.parent_id,
+        "parent_formula": None if d.parent is None else d.parent.formula,
         "fingerprint": cand.fingerprint, "structural_hash": cand.structural_hash,
-        "equivalent_to": cand.equivalent_to, "equivalents": equivalents,
-        "equivalents_count": int(n_equivalents), "rejections": rejections,
+        "equivalent_to": cand.equivalent_to,
+        "equivalents": [e.candidate_id for e in d.same_fingerprint],
+        "equivalents_count": d.same_fingerprint_count, "rejections": rejections,
         "evaluations": evaluations, "created_at": plain(cand.created_at),
         "evaluated_at": plain(cand.evaluated_at), "worker_id": cand.worker_id,
     }
@@ -301,7 +293,7 @@ def _candidate_details(s, cid: int) -> dict:  # noqa: ANN001 - Session
 def cmd_show(args: argparse.Namespace) -> int:
     cid = candidate_ref(args.candidate)
     with unit_of_work(args) as s:
-        d = _candidate_details(s, cid)
+        d = candidate_details(s, cid)
     if args.json:
         print(json.dumps(d))
         return 0

@@ -32,37 +32,24 @@ from .common import (
 
 
 def search_progress(s, info) -> dict:  # noqa: ANN001 - Session, SearchInfo
-    """Status counters of a search beyond its own row: evaluations by status, workers alive
-    and the best formula."""
-
+    """Status counters of a search beyond its own row: the web app's search overview
+    (:func:`alz_db.queries.search_overview`: evaluations by status, workers alive, the best
+    formula) and the attempts by outcome."""
     from sqlalchemy import func, select
 
-    from ..enums import EvalStatus
-    from ..store.models import Candidate as CandidateRow
-    from ..store.models import Evaluation
-
-    by_status = dict(s.execute(
-        select(Evaluation.status, func.count()).where(Evaluation.search_id == info.id)
-        .group_by(Evaluation.status)).all())
-    counts = {st.value: int(by_status.get(st, 0)) for st in EvalStatus}
     from ..enums import AttemptOutcome
-    from ..store.models import EvaluationAttempt
+    from ..queries import search_overviews
+    from ..store.models import Evaluation, EvaluationAttempt
 
+    [overview] = search_overviews(s, [info.id])
     by_outcome = dict(s.execute(
         select(EvaluationAttempt.outcome, func.count())
         .join(Evaluation, Evaluation.id == EvaluationAttempt.evaluation_id)
         .where(Evaluation.search_id == info.id, EvaluationAttempt.outcome.is_not(None))
         .group_by(EvaluationAttempt.outcome)).all())
     attempts = {o.value: int(by_outcome.get(o, 0)) for o in AttemptOutcome}
-    from ..repo.workers import alive_workers
-
-    alive = len(alive_workers(s, info.id, WORKER_SILENT_SECONDS))
-    best_formula = None
-    if info.best_candidate_id is not None:
-        best_formula = s.execute(select(CandidateRow.formula).where(
-            CandidateRow.id == info.best_candidate_id)).scalar_one_or_none()
-    return {"evaluations": counts, "attempts": attempts, "workers_alive": int(alive),
-            "best_formula": best_formula}
+    return {"evaluations": dict(overview.evaluations), "attempts": attempts,
+            "workers_alive": overview.workers_alive, "best_formula": overview.best_formula}
 
 
 def search_json(info, progress: dict | None = None) -> dict:  # noqa: ANN001 - SearchInfo

@@ -36,8 +36,6 @@ from ..repo.lineage import lineage
 from ..repo.queue import evaluations_of
 from ..repo.searches import get_search
 from ..repo.studies import studies_of, trials_for_candidate
-
-#: a running worker whose heartbeat is older than this is not counted as alive (as `alz`)
 from ..store.fitness import from_stored
 from ..store.models import Candidate as CandidateRow
 from ..store.models import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -26,14 +26,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..enums import EvalKind, EvalStatus, WorkerStatus
+from ..enums import EvalKind, EvalStatus
 from ..records import (
     SearchInfo,
 )
 from ..repo.searches import get_search, search_info
-
-#: a running worker whose heartbeat is older than this is not counted as alive (as `alz`)
-from ..repo.workers import WORKER_SILENT_SECONDS  # noqa: E402 - one definition of "alive"
+from ..repo.workers import worker_alive
 from ..store.engine import make_engine
 from ..store.fitness import from_stored
 from ..store.models import Candidate as CandidateRow
@@ -86,8 +84,7 @@ class SearchOverview:
 def _alive_workers(session: Session) -> dict[int | None, int]:
     rows = session.execute(
         select(Worker.search_id, func.count())
-        .where(Worker.status == WorkerStatus.RUNNING,
-               Worker.heartbeat_at > func.now() - timedelta(seconds=WORKER_SILENT_SECONDS))
+        .where(worker_alive())
         .group_by(Worker.search_id)).all()
     return {r[0]: int(r[1]) for r in rows}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -141,14 +141,19 @@ def worker_problems(session: Session, search_id: int, *,
 WORKER_SILENT_SECONDS = 120.0
 
 
+def worker_alive(silent_seconds: float = WORKER_SILENT_SECONDS) -> ColumnElement[bool]:
+    """The one definition of a live worker, as a SQL condition on ``worker``: running, and its
+    last heartbeat within ``silent_seconds`` (database clock). ``alz search status``, the web
+    app and :func:`alive_workers` all count with it."""
+    return and_(Worker.status == WorkerStatus.RUNNING,
+                Worker.heartbeat_at > func.now() - timedelta(seconds=silent_seconds))
+
+
 def alive_workers(session: Session, search_id: int | None = None,
                   silent_seconds: float = WORKER_SILENT_SECONDS) -> list[WorkerRecord]:
-    """The running workers that heart-beat within ``silent_seconds`` (database clock) and
-    serve ``search_id`` (attached to it, or to every search), oldest first."""
-    q = (select(Worker).where(Worker.status == WorkerStatus.RUNNING,
-                              Worker.heartbeat_at > func.now() - timedelta(
-                                  seconds=silent_seconds))
-         .order_by(Worker.id))
+    """The live workers (:func:`worker_alive`) that serve ``search_id`` (attached to it, or
+    to every search), oldest first."""
+    q = select(Worker).where(worker_alive(silent_seconds)).order_by(Worker.id)
     if search_id is not None:
         q = q.where((Worker.search_id == search_id) | Worker.search_id.is_(None))
     return [_record(r) for r in session.execute(q).scalars()]

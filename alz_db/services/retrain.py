@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,16 +39,16 @@ from ..repo.candidates import candidate_from_graphs, get_candidate, tuned_settin
 from ..repo.queue import (
     fail_evaluation,
     finish_evaluation,
-    heartbeat,
     lease_of_attempt,
     record_steps,
 )
 from ..repo.searches import get_search
-from ..repo.workers import register_worker, stop_worker
+from ..repo.workers import register_worker, stop_worker, worker_heartbeat
 from ..store.models import Candidate as CandidateRow
 from ..store.models import Evaluation, EvaluationAttempt
 from ..store.requests import new_key, once
-from ..store.retry import RetryPolicy, run_in_transaction
+from ..store.retry import run_in_transaction
+from .lease import HEARTBEAT_POLICY, LeaseKeeper
 from .training import TrainingSettings, build_training_task, train_once
 
 log = logging.getLogger(__name__)
@@ -126,9 +125,6 @@ class RetrainOutcome:
     seed: int
 
 
-_HEARTBEAT_POLICY = RetryPolicy(attempts=2)
-
-
 def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
                       config: str | None = None, max_iters: int | None = None,
                       seed: int | None = None, settings: TrainingSettings | None = None,
@@ -169,42 +165,35 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
               "val_interval": val_interval}
     worker_id = run_in_transaction(sessions, register_worker, socket.gethostname(), os.getpid(),
                                    "retrain", info.id, key=new_key())
-    stop = threading.Event()
+    keeper = LeaseKeeper(sessions, LEASE_SECONDS, label="retrain",
+                         thread_name="alz-retrain-heartbeat",
+                         on_beat=lambda: run_in_transaction(sessions, worker_heartbeat,
+                                                            worker_id, policy=HEARTBEAT_POLICY))
     try:
         lease = run_in_transaction(sessions, _queue_and_claim, candidate_id, worker_id, params,
                                    new_key())
-
-        def beat() -> None:
-            while not stop.wait(LEASE_SECONDS / 3):
-                try:
-                    run_in_transaction(sessions, heartbeat, lease, LEASE_SECONDS,
-                                       policy=_HEARTBEAT_POLICY)
-                except Exception as exc:  # noqa: BLE001 - the next beat retries
-                    log.warning("retrain: heartbeat failed: %s", exc)
-
-        thread = threading.Thread(target=beat, daemon=True, name="alz-retrain-heartbeat")
-        thread.start()
+        keeper.hold(lease)
         try:
-            if launch is None:
-                run = train_once(task, lease.candidate, info.metric, seed=seed,
-                                 settings=settings, val_interval=val_interval, on_iter=on_iter,
-                                 on_val=on_val)
-            else:
-                from .distributed import train_distributed
+            with keeper:
+                if launch is None:
+                    run = train_once(task, lease.candidate, info.metric, seed=seed,
+                                     settings=settings, val_interval=val_interval,
+                                     on_iter=on_iter, on_val=on_val)
+                else:
+                    from .distributed import train_distributed
 
-                run = train_distributed(info, lease.candidate, launch=launch, seed=seed,
-                                        settings=settings, val_interval=val_interval,
-                                        config=config, max_iters=max_iters,
-                                        data_root=data_root, data_dir=data_dir,
-                                        cfg_options=cfg_options, torch_threads=torch_threads,
-                                        on_iter=on_iter, on_val=on_val)
+                    run = train_distributed(info, lease.candidate, launch=launch, seed=seed,
+                                            settings=settings, val_interval=val_interval,
+                                            config=config, max_iters=max_iters,
+                                            data_root=data_root, data_dir=data_dir,
+                                            cfg_options=cfg_options,
+                                            torch_threads=torch_threads, on_iter=on_iter,
+                                            on_val=on_val)
         except BaseException as exc:
-            stop.set()
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
                 f"{type(exc).__name__}: {exc}"
             run_in_transaction(sessions, fail_evaluation, lease, reason, retry=False)
             raise
-        stop.set()
         metrics: dict[str, Any] = dict(run.metrics)
         metrics.update(iterations=run.iterations, diverged=run.diverged,
                        val_curve=[[step, m] for step, m in run.val_curve])
@@ -216,7 +205,7 @@ def retrain_candidate(sessions: sessionmaker[Session], candidate_id: int, *,
 
         run_in_transaction(sessions, _record)
     finally:
-        stop.set()
+        keeper.close()
         run_in_transaction(sessions, stop_worker, worker_id)
     return RetrainOutcome(lease.evaluation_id, candidate_id, run.fitness, metrics,
                           run.iterations, run.seconds, settings.to_json(), path, seed)

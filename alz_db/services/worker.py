@@ -83,7 +83,6 @@ from ..records import Lease, SearchInfo
 from ..repo.queue import (
     claim_evaluation,
     fail_evaluation,
-    heartbeat,
     reap_expired_leases,
     release_evaluation,
 )
@@ -101,8 +100,9 @@ from ..repo.workers import (
 from ..store.engine import make_engine, make_session_factory
 from ..store.notify import DEFAULT_MAX_POLL_SECONDS, WorkWaiter
 from ..store.requests import forget_old_requests, new_key
-from ..store.retry import RetryPolicy, run_in_transaction
+from ..store.retry import run_in_transaction
 from .evolution import evolve
+from .lease import HEARTBEAT_POLICY, LeaseKeeper
 from .proxy import (
     Abandon,
     NodeProblem,
@@ -119,7 +119,6 @@ T = TypeVar("T")
 DEFAULT_DATA_DIR = Path(".alz") / "data"
 #: mutations a CUDA worker checks at once (``alz_core.rejection.batched``); ALZ_REJECTION_BATCH
 REJECTION_BATCH = int(os.environ.get("ALZ_REJECTION_BATCH", "16"))
-_HEARTBEAT_POLICY = RetryPolicy(attempts=2)  # the next beat is the retry
 #: how long a worker skips a search it met a node problem with before it tries again (the
 #: operator may have fixed the node meanwhile)
 NODE_PROBLEM_RETRY_SECONDS = 300.0
@@ -195,10 +194,6 @@ class _Worker:
         self.contexts: dict[int, SearchContext] = {}
         self.failed_searches: set[int] = set()
         self.skipped: dict[int, float] = {}  # search id -> when to try this node again
-        # the lease being worked on, renewed by the heartbeat thread
-        self._lease_lock = threading.Lock()
-        self._lease: Lease | None = None
-        self._lease_lost = threading.Event()
         self._next_forget = 0.0
         if search_id is not None:
             try:
@@ -213,6 +208,14 @@ class _Worker:
                                    search_id, device_name=name, device_memory_mb=memory,
                                    key=new_key())
         self.summary = WorkerSummary(self.worker_id)
+        # renews the lease being worked on and, every half lease, reaps expired leases and
+        # marks silent workers lost: on its own thread, so leases are reaped while every worker
+        # is busy training
+        self.keeper = LeaseKeeper(self.sessions, lease_seconds,
+                                  label=f"worker {self.worker_id}",
+                                  thread_name=f"alz-heartbeat-{self.worker_id}",
+                                  on_beat=self._beat_row, periodic=self._reap,
+                                  periodic_name="reaping")
         self._checking = False  # the abort check of its proxy runs, registered with a task
 
     # unit of work with retries that outlast a server restart ---------------------------------
@@ -232,57 +235,23 @@ class _Worker:
                             waited, exc)
                 time.sleep(1.0)
 
-    # heartbeat thread -------------------------------------------------------------------------
-    def _beat_loop(self, done: threading.Event) -> None:
-        """Renew the held lease every third of its length, and reap expired leases (and mark
-        silent workers lost) every half lease: here rather than in the main loop, so leases
-        are reaped while every worker is busy training."""
-        interval = max(0.2, self.lease_seconds / 3)
-        reap_every = max(0.5, self.lease_seconds / 2)
-        next_reap = 0.0
-        while True:
-            if time.monotonic() >= next_reap:
-                try:
-                    self._reap()
-                except Exception as exc:  # noqa: BLE001 - retried at the next round
-                    log.warning("worker %d: reaping failed: %s", self.worker_id, exc)
-                next_reap = time.monotonic() + reap_every
-            if done.wait(max(0.0, min(interval, next_reap - time.monotonic()))):
-                return
-            self._beat()
-
-    def _beat(self) -> None:
-        with self._lease_lock:
-            lease = self._lease
-        try:
-            if lease is not None:
-                expiry = run_in_transaction(self.sessions, heartbeat, lease,
-                                            self.lease_seconds, policy=_HEARTBEAT_POLICY)
-                with self._lease_lock:
-                    if expiry is None and self._lease is lease:
-                        log.warning("worker %d: lost the lease of evaluation %d",
-                                    self.worker_id, lease.evaluation_id)
-                        self._lease_lost.set()
-            alive = run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
-                                       policy=_HEARTBEAT_POLICY)
-            if not alive and not self.stop.is_set():
-                # marked lost while it was silent (a partition, a paused process): its leases
-                # were reaped meanwhile, so it is alive again under its own row
-                if run_in_transaction(self.sessions, revive_worker, self.worker_id,
-                                      policy=_HEARTBEAT_POLICY):
-                    log.warning("worker %d: was marked lost while silent; running again",
-                                self.worker_id)
-                else:
-                    log.error("worker %d: its row was stopped by someone else; stopping",
-                              self.worker_id)
-                    self.stop.set()
-        except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
-            log.warning("worker %d: heartbeat failed: %s", self.worker_id, exc)
-
-    def _hold(self, lease: Lease | None) -> None:
-        with self._lease_lock:
-            self._lease = lease
-            self._lease_lost.clear()
+    # heartbeat thread (alz_db.services.lease) ------------------------------------------------
+    def _beat_row(self) -> None:
+        """After every lease renewal: the worker's own row (for status pages and the reaper of
+        silent workers)."""
+        alive = run_in_transaction(self.sessions, worker_heartbeat, self.worker_id,
+                                   policy=HEARTBEAT_POLICY)
+        if not alive and not self.stop.is_set():
+            # marked lost while it was silent (a partition, a paused process): its leases
+            # were reaped meanwhile, so it is alive again under its own row
+            if run_in_transaction(self.sessions, revive_worker, self.worker_id,
+                                  policy=HEARTBEAT_POLICY):
+                log.warning("worker %d: was marked lost while silent; running again",
+                            self.worker_id)
+            else:
+                log.error("worker %d: its row was stopped by someone else; stopping",
+                          self.worker_id)
+                self.stop.set()
 
     # searches -------------------------------------------------------------------------------
     def _rank(self, session: Session, search_id: int) -> int:
@@ -343,7 +312,7 @@ class _Worker:
             self._checking = True
 
     def _abort_check(self) -> None:
-        if self.stop.is_set() or self._lease_lost.is_set():
+        if self.stop.is_set() or self.keeper.lost.is_set():
             raise Abandon("proxy run abandoned (stop requested or lease lost)")
 
     def _node_problem(self, search_id: int, problem: str) -> None:
@@ -370,10 +339,10 @@ class _Worker:
 
     # one proxy evaluation -----------------------------------------------------------------------
     def evaluate(self, lease: Lease) -> None:
-        self._hold(lease)  # renewed while the task is built too: a cold node is slow here
+        self.keeper.hold(lease)  # renewed while the task is built too: a cold node is slow here
         ctx = self.context(lease.search_id)
         if ctx is None:
-            self._hold(None)
+            self.keeper.hold(None)
             # a node problem or a failed search: hand it back without using an attempt
             self.call(release_evaluation, lease,
                       f"worker {self.worker_id} cannot build the task on this node")
@@ -390,7 +359,7 @@ class _Worker:
         except OSError as exc:
             # reading the data failed on this node (a missing file, an NFS hiccup): hand the
             # evaluation back without using an attempt and skip the search here for a while
-            self._hold(None)
+            self.keeper.hold(None)
             self.summary.evaluations_abandoned += 1
             self.call(release_evaluation, lease,
                       f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
@@ -399,14 +368,14 @@ class _Worker:
                                                 f"{exc}")
             return
         except Exception as exc:  # noqa: BLE001 - any failure of a run is reported
-            self._hold(None)
+            self.keeper.hold(None)
             log.exception("worker %d: evaluation %d failed", self.worker_id, lease.evaluation_id)
             self.summary.evaluations_failed += 1
             self.call(fail_evaluation, lease, f"{type(exc).__name__}: {exc}", retry=True)
             return
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
-        self._hold(None)  # the result unit below is guarded by the lease anyway
+        self.keeper.hold(None)  # the result unit below is guarded by the lease anyway
         metrics = dict(result.metrics)
         metrics.update(iterations=result.iterations, diverged=result.diverged,
                        worker_id=self.worker_id, device=self.device,
@@ -424,8 +393,8 @@ class _Worker:
 
     def _release(self, lease: Lease) -> None:
         """After an abandoned run: hand the evaluation back if we still own it."""
-        lost = self._lease_lost.is_set()
-        self._hold(None)
+        lost = self.keeper.lost.is_set()
+        self.keeper.hold(None)
         self.summary.evaluations_abandoned += 1
         if lost:
             log.warning("worker %d: evaluation %d abandoned: lease lost", self.worker_id,
@@ -447,10 +416,7 @@ class _Worker:
 
     # the loop -----------------------------------------------------------------------------------
     def run(self) -> WorkerSummary:
-        done = threading.Event()
-        beat = threading.Thread(target=self._beat_loop, args=(done,), daemon=True,
-                                name=f"alz-heartbeat-{self.worker_id}")
-        beat.start()
+        self.keeper.start()
         try:
             while not self.stop.is_set():
                 lease = self.call(claim_evaluation, self.worker_id, search_id=self.search_id,
@@ -475,8 +441,7 @@ class _Worker:
             raise
         finally:
             self.waiter.close()
-            done.set()
-            beat.join(timeout=5)
+            self.keeper.close()
             if self._checking:
                 from alz_core.mm.hooks import RUN_CHECKS
 
@@ -492,15 +457,15 @@ class _Worker:
     def _reap(self) -> None:
         """Reap expired leases and mark silent workers lost (from the heartbeat thread)."""
         reaped = run_in_transaction(self.sessions, reap_expired_leases,
-                                    policy=_HEARTBEAT_POLICY)
+                                    policy=HEARTBEAT_POLICY)
         self.summary.reaped += len(reaped)
         for r in reaped:
             log.info("worker %d: reaped evaluation %d (worker %s, attempt %d) -> %s",
                      self.worker_id, r.evaluation_id, r.worker_id, r.attempt, r.status.value)
         run_in_transaction(self.sessions, mark_lost_workers,
-                           max(30.0, 4.0 * self.lease_seconds), policy=_HEARTBEAT_POLICY)
+                           max(30.0, 4.0 * self.lease_seconds), policy=HEARTBEAT_POLICY)
         if time.monotonic() >= self._next_forget:  # the request ledger's old keys
-            run_in_transaction(self.sessions, forget_old_requests, policy=_HEARTBEAT_POLICY)
+            run_in_transaction(self.sessions, forget_old_requests, policy=HEARTBEAT_POLICY)
             self._next_forget = time.monotonic() + 600.0
 
     def _evolve_any(self) -> bool:
