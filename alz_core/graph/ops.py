@@ -74,8 +74,8 @@ class OpSpec:
     """One primitive operator.
 
     ``name`` is the identifier used in graphs and formula text, ``arity`` is 1 or 2, ``fn`` the
-    torch implementation, ``sympy_name`` the sympy function used for display (``None`` for the
-    ones built from sympy arithmetic), ``spatial`` whether the value at one element depends on
+    torch implementation, ``description`` what it computes (``alz formula``, the catalogue),
+    ``spatial`` whether the value at one element depends on
     other elements (reductions and pooling). ``latex`` is how the operator is named in LaTeX
     when sympy has no form of its own.
     """

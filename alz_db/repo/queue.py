@@ -21,14 +21,16 @@ attempt)``; that triple is the ownership test of every later call, so a worker w
 reaped and re-claimed (even by itself) cannot overwrite the newer attempt.
 
 A proxy evaluation that fails for good gives its budget slot back, so the search still ends
-with exactly ``budget`` results; its candidate is ``failed`` and keeps its fingerprint class
-(the class is not trained again). When the last ``FAILURES_TO_FAIL_SEARCH`` proxy evaluations of
-a search all failed for good because their training raised (a broken config, missing data: no
-loss can train), the search itself becomes ``failed`` with the last error, so workers stop
-spending attempts on it; a diverged run is a result, not a failure, and any result in between
-resets the count. Evaluations that failed because their leases expired are counted apart, and a
-clean stop is no failure at all: :func:`release_evaluation` hands the claim back without using
-one of its attempts (attempt outcome ``released``).
+with exactly ``budget`` results; its candidate is ``failed`` and leaves its fingerprint class:
+the class's oldest waiting member becomes its representative and is queued in its place
+(:func:`_promote_next`), or the members fail too when no slot is left. When the last
+``FAILURES_TO_FAIL_SEARCH`` proxy evaluations of a search all failed for good because their
+training raised (a broken config, missing data: no loss can train), the search itself
+becomes ``failed`` with the last error, so workers stop spending attempts on it; a diverged
+run is a result, not a failure, and any result in between resets the count. Evaluations that
+failed because their leases expired are counted apart, and a clean stop is no failure at all:
+:func:`release_evaluation` hands the claim back without using one of its attempts (attempt
+outcome ``released``).
 """
 
 from __future__ import annotations
